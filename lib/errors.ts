@@ -1,0 +1,51 @@
+import createError from '@fastify/error'
+
+// Client errors are thrown for every rejected request, so they skip the stack
+// trace: a flood of garbage signatures must cost as little as possible.
+const NO_STACK = false
+
+function clientError<C extends string> (code: C, message: string, statusCode = 401) {
+  return createError<C, number, [string?]>(code, message, statusCode, TypeError, NO_STACK)
+}
+
+/** The signature could not be checked because no Signature or Authorization: Signature header was sent. */
+export const MissingSignatureError = clientError('FST_CAVAGE_MISSING', 'Missing HTTP signature: send a Signature or Authorization: Signature header')
+/** The header does not follow the auth-param grammar or the draft's parameter rules. */
+export const MalformedSignatureError = clientError('FST_CAVAGE_MALFORMED', 'Malformed signature header: %s')
+/** The loader does not know the keyId. */
+export const UnknownKeyError = clientError('FST_CAVAGE_UNKNOWN_KEY', 'Unknown keyId')
+/** The cryptographic check failed. */
+export const BadSignatureError = clientError('FST_CAVAGE_BAD_SIGNATURE', 'Signature verification failed')
+/** Date, created or expires puts the signature outside its validity window (past). */
+export const ExpiredSignatureError = clientError('FST_CAVAGE_EXPIRED', 'Signature expired: %s')
+/** Date or created lies in the future beyond the allowed clock skew. */
+export const FutureSignatureError = clientError('FST_CAVAGE_FUTURE', 'Signature not yet valid: %s')
+/** The Date header is covered but cannot be parsed as an HTTP-date. */
+export const InvalidDateError = clientError('FST_CAVAGE_INVALID_DATE', 'Invalid Date header: %s')
+/** The route requires a header (or pseudo-header) that the signature does not cover. */
+export const HeaderNotCoveredError = clientError('FST_CAVAGE_HEADER_NOT_COVERED', 'Required header not covered by the signature: %s')
+/** The signature covers a header that the request does not carry. */
+export const HeaderMissingError = clientError('FST_CAVAGE_HEADER_MISSING', 'Covered header missing from the request: %s')
+/** The algorithm parameter names an algorithm this server does not accept. */
+export const AlgorithmNotAllowedError = clientError('FST_CAVAGE_ALGORITHM_NOT_ALLOWED', 'Algorithm not allowed: %s')
+/** The algorithm parameter does not fit the key the loader returned (draft-12 §2.5). */
+export const AlgorithmMismatchError = clientError('FST_CAVAGE_ALGORITHM_MISMATCH', 'Algorithm does not match the key: %s')
+
+/** The secret loader threw or rejected: a server fault, never a client error. */
+export const LoaderFailedError = createError<'FST_CAVAGE_LOADER_FAILED', number, [string?]>('FST_CAVAGE_LOADER_FAILED', 'The secret loader failed: %s', 500)
+/** The secret loader returned something that is not usable key material. */
+export const InvalidKeyError = createError<'FST_CAVAGE_INVALID_KEY', number, [string?]>('FST_CAVAGE_INVALID_KEY', 'The secret loader returned an unusable key: %s', 500)
+/** No secret loader was configured. */
+export const NoLoaderError = createError('FST_CAVAGE_NO_LOADER', 'No secretLoader configured: pass one in the options or call fastify.cavage.secretLoader(fn)', 500)
+/** Plugin or route options are invalid (thrown at registration, never per request). */
+export const InvalidOptionError = createError<'FST_CAVAGE_INVALID_OPTION', number, [string?]>('FST_CAVAGE_INVALID_OPTION', 'Invalid fastify-cavage option: %s', 500)
+
+/** Any error this library raises for a request it refuses. */
+export interface CavageError extends Error {
+  code: string
+  statusCode?: number
+}
+
+export function isCavageError (err: unknown): err is CavageError {
+  return err instanceof Error && typeof (err as CavageError).code === 'string' && (err as CavageError).code.startsWith('FST_CAVAGE_')
+}

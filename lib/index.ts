@@ -1,0 +1,16 @@
+import { plugin } from './plugin.js'
+
+export { plugin as cavagePlugin }
+export default plugin
+
+export type { CavagePluginOptions, CavageRequestState, CavageDecorator, SecretLoader } from './plugin.js'
+export type { CavageMode, CavageRouteConfig, CavageRouteOptions, PolicyOptions, RequiredHeader } from './options.js'
+export { DEFAULT_REQUIRED_HEADERS } from './options.js'
+export { ALGORITHMS, DEFAULT_ALGORITHMS, type Algorithm, type Hs2019Rsa } from './algorithms.js'
+export type { KeyMaterial, ExplicitKey } from './keys.js'
+export { signRequest, type SignOptions, type RequestToSign, type SigningKey } from './sign.js'
+export { buildSigningString, type SigningInput } from './canonicalize.js'
+export { parseSignatureParams, type SignatureParams, type ParseLimits, DEFAULT_LIMITS } from './parse.js'
+export { digestHeader } from './digest.js'
+export * as errors from './errors.js'
+export { isCavageError, type CavageError } from './errors.js'

@@ -1,0 +1,189 @@
+import { MalformedSignatureError } from './errors.js'
+
+/** The parameters of a Signature header (draft-12 §2.1), validated but not yet checked against a key. */
+export interface SignatureParams {
+  keyId: string
+  /** The base64 text of the `signature` parameter. */
+  signature: string
+  /** The `algorithm` parameter, lowercased; undefined when absent. */
+  algorithm: string | undefined
+  /** The covered headers, lowercased, in signing order; the draft's default when `headers` is absent. */
+  headers: string[]
+  /** The `created` / `expires` parameters as sent (their text is what `(created)` / `(expires)` sign). */
+  created: string | undefined
+  expires: string | undefined
+}
+
+export interface ParseLimits {
+  /** Longest Signature header value accepted, in characters. */
+  maxHeaderLength: number
+  /** Most entries accepted in the `headers` parameter. */
+  maxCoveredHeaders: number
+  maxKeyIdLength: number
+  /** Longest `signature` parameter accepted, in base64 characters. */
+  maxSignatureLength: number
+}
+
+export const DEFAULT_LIMITS: Readonly<ParseLimits> = Object.freeze({
+  maxHeaderLength: 8192,
+  maxCoveredHeaders: 32,
+  maxKeyIdLength: 1024,
+  // RSA-8192 gives 1024 bytes, 1368 base64 characters.
+  maxSignatureLength: 1400
+})
+
+// RFC 7230 §3.2.6: tchar = "!" / "#" / "$" / "%" / "&" / "'" / "*" / "+" / "-" / "." / "^" / "_" / "`" / "|" / "~" / DIGIT / ALPHA
+const TCHAR = new Uint8Array(128)
+for (const c of "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ") TCHAR[c.charCodeAt(0)] = 1
+
+const SP = 0x20
+const HTAB = 0x09
+const COMMA = 0x2c
+const EQUALS = 0x3d
+const DQUOTE = 0x22
+const BACKSLASH = 0x5c
+
+function isTchar (code: number): boolean {
+  return code < 128 && TCHAR[code] === 1
+}
+
+function skipOws (s: string, i: number): number {
+  let c = s.charCodeAt(i)
+  while (c === SP || c === HTAB) c = s.charCodeAt(++i)
+  return i
+}
+
+function malformed (reason: string): never {
+  throw new MalformedSignatureError(reason)
+}
+
+/**
+ * Parses `#auth-param` (RFC 7235 §2.1): `token BWS "=" BWS ( token / quoted-string )`
+ * separated by `OWS "," OWS`. Names are matched case-insensitively; a repeated name is
+ * an error (draft-12 §2.2) rather than "last one wins", which peers got wrong.
+ */
+export function parseAuthParams (input: string): Map<string, string> {
+  const params = new Map<string, string>()
+  const length = input.length
+  let i = skipOws(input, 0)
+  while (i < length) {
+    // RFC 7230 §7: empty list elements are tolerated.
+    if (input.charCodeAt(i) === COMMA) {
+      i = skipOws(input, i + 1)
+      continue
+    }
+    const nameStart = i
+    while (i < length && isTchar(input.charCodeAt(i))) i++
+    if (i === nameStart) malformed(`unexpected character at position ${i}`)
+    const name = input.slice(nameStart, i).toLowerCase()
+    i = skipOws(input, i)
+    if (input.charCodeAt(i) !== EQUALS) malformed(`parameter "${name}" has no value`)
+    i = skipOws(input, i + 1)
+
+    let value: string
+    if (input.charCodeAt(i) === DQUOTE) {
+      // quoted-string = DQUOTE *( qdtext / quoted-pair ) DQUOTE
+      i++
+      let chunkStart = i
+      value = ''
+      for (;;) {
+        if (i >= length) malformed(`unterminated quoted value for "${name}"`)
+        const c = input.charCodeAt(i)
+        if (c === DQUOTE) break
+        if (c === BACKSLASH) {
+          const escaped = input.charCodeAt(i + 1)
+          if (!(escaped === HTAB || (escaped >= 0x20 && escaped !== 0x7f && escaped <= 0xff))) {
+            malformed(`bad escape in "${name}"`)
+          }
+          value += input.slice(chunkStart, i)
+          chunkStart = i + 1
+          i += 2
+          continue
+        }
+        // qdtext = HTAB / SP / %x21 / %x23-5B / %x5D-7E / obs-text
+        if (!(c === HTAB || (c >= 0x20 && c !== 0x7f && c <= 0xff))) malformed(`control or non-latin1 character in "${name}"`)
+        i++
+      }
+      value += input.slice(chunkStart, i)
+      i++
+    } else {
+      const valueStart = i
+      while (i < length && isTchar(input.charCodeAt(i))) i++
+      if (i === valueStart) malformed(`parameter "${name}" has no value`)
+      value = input.slice(valueStart, i)
+    }
+
+    if (params.has(name)) malformed(`duplicate parameter "${name}"`)
+    params.set(name, value)
+
+    i = skipOws(input, i)
+    if (i < length) {
+      if (input.charCodeAt(i) !== COMMA) malformed(`expected "," after "${name}"`)
+      i = skipOws(input, i + 1)
+    }
+  }
+  return params
+}
+
+const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/
+// draft-12 §2.1.4 / §2.1.5: created is a Unix timestamp integer; expires may carry a fraction.
+const INTEGER = /^\d{1,15}$/
+const DECIMAL = /^\d{1,15}(?:\.\d{1,9})?$/
+
+/** Splits the `headers` parameter: lowercased names separated by spaces (draft-12 §2.1.6). */
+export function parseCoveredHeaders (value: string, maxCoveredHeaders: number): string[] {
+  const names = value.toLowerCase().split(' ').filter((name) => name !== '')
+  if (names.length === 0) malformed('"headers" is empty')
+  if (names.length > maxCoveredHeaders) malformed(`"headers" lists more than ${maxCoveredHeaders} entries`)
+  if (new Set(names).size !== names.length) malformed('"headers" lists a header twice')
+  return names
+}
+
+/**
+ * Parses the value of a `Signature` header, or the part of `Authorization: Signature ...` after
+ * the scheme, and enforces the draft's parameter rules and the size limits.
+ */
+export function parseSignatureParams (input: string, limits: ParseLimits = DEFAULT_LIMITS): SignatureParams {
+  if (input.length > limits.maxHeaderLength) malformed(`longer than ${limits.maxHeaderLength} characters`)
+  const params = parseAuthParams(input)
+
+  const keyId = params.get('keyid')
+  if (keyId === undefined || keyId === '') malformed('"keyId" is required')
+  if (keyId.length > limits.maxKeyIdLength) malformed(`"keyId" is longer than ${limits.maxKeyIdLength} characters`)
+
+  const signature = params.get('signature')
+  if (signature === undefined || signature === '') malformed('"signature" is required')
+  if (signature.length > limits.maxSignatureLength) malformed(`"signature" is longer than ${limits.maxSignatureLength} characters`)
+  if (!BASE64.test(signature)) malformed('"signature" is not base64')
+
+  const rawAlgorithm = params.get('algorithm')
+  const algorithm = rawAlgorithm?.toLowerCase()
+
+  const created = params.get('created')
+  if (created !== undefined && !INTEGER.test(created)) malformed('"created" is not a Unix timestamp integer')
+  const expires = params.get('expires')
+  if (expires !== undefined && !DECIMAL.test(expires)) malformed('"expires" is not a Unix timestamp')
+
+  const rawHeaders = params.get('headers')
+  // draft-12 §2.1.6: absent means `(created)`; Mastodon and the draft's own
+  // Default Test keep the older `date` for every algorithm but hs2019.
+  const headers = rawHeaders === undefined
+    ? [algorithm === 'hs2019' ? '(created)' : 'date']
+    : parseCoveredHeaders(rawHeaders, limits.maxCoveredHeaders)
+
+  return { keyId, signature, algorithm, headers, created, expires }
+}
+
+const SCHEME = 'signature'
+
+/**
+ * Returns the credentials after an `Authorization` header's `Signature` scheme
+ * (case-insensitive, RFC 7235 §2.1), or undefined when the scheme is another one.
+ */
+export function signatureCredentials (authorization: string): string | undefined {
+  if (authorization.length <= SCHEME.length) return undefined
+  const separator = authorization.charCodeAt(SCHEME.length)
+  if (separator !== SP) return undefined
+  if (authorization.slice(0, SCHEME.length).toLowerCase() !== SCHEME) return undefined
+  return authorization.slice(SCHEME.length + 1)
+}

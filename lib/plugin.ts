@@ -1,0 +1,199 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest, HookHandlerDoneFunction } from 'fastify'
+import fp from 'fastify-plugin'
+import { type Algorithm } from './algorithms.js'
+import { type CavageError, InvalidOptionError, LoaderFailedError, NoLoaderError } from './errors.js'
+import { KeyCache, type KeyMaterial } from './keys.js'
+import { buildLimits, buildPolicy, buildRoutePolicy, type CavageRouteConfig, type PolicyOptions, type RoutePolicy } from './options.js'
+import { type ParseLimits } from './parse.js'
+import { signRequest } from './sign.js'
+import { completeVerification, prepareVerification, type PreparedVerification, type VerifiedSignature, type VerifyPolicy } from './verify.js'
+
+type Awaitable<T> = T | PromiseLike<T>
+
+/** Returns the key for a keyId, or null/undefined when the keyId is unknown. */
+export type SecretLoader = (keyId: string, request: FastifyRequest) => Awaitable<KeyMaterial | null | undefined>
+
+export interface CavagePluginOptions extends PolicyOptions {
+  secretLoader?: SecretLoader
+  /** The realm named in WWW-Authenticate challenges. Default 'fastify-cavage'. */
+  realm?: string
+  /** Caps on untrusted input; see the README. */
+  limits?: Partial<ParseLimits>
+  /** How many distinct key strings (secrets, PEM texts) to keep parsed. Default 1000. */
+  keyCacheSize?: number
+}
+
+/** `request.cavage` on routes with a cavage config. */
+export interface CavageRequestState {
+  verified: boolean
+  /** The keyId of the verified signature; null unless verified. */
+  keyId: string | null
+  /** The algorithm the signature was verified under; null unless verified. */
+  algorithm: Algorithm | null
+  /** The headers the verified signature covers; empty unless verified. */
+  headers: string[]
+  /** The `FST_CAVAGE_*` code of the failure; null when verified. */
+  reason: string | null
+  /** The `created` / `expires` parameters of the verified signature, in seconds. */
+  created: number | null
+  expires: number | null
+}
+
+export interface CavageDecorator {
+  /** Sets or replaces the secret loader (Flask-Cavage's `@secret_loader`). */
+  secretLoader: (loader: SecretLoader) => void
+  /** Signs an outgoing request with the same canonicalization the verifier uses. */
+  signRequest: typeof signRequest
+}
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    cavage?: CavageRouteConfig
+  }
+  interface FastifyRequest {
+    cavage: CavageRequestState | null
+  }
+  interface FastifyInstance {
+    cavage: CavageDecorator
+  }
+}
+
+function failedState (reason: string): CavageRequestState {
+  return { verified: false, keyId: null, algorithm: null, headers: [], reason, created: null, expires: null }
+}
+
+function verifiedState (signature: VerifiedSignature): CavageRequestState {
+  return {
+    verified: true,
+    keyId: signature.keyId,
+    algorithm: signature.algorithm,
+    headers: signature.headers,
+    reason: null,
+    created: signature.created,
+    expires: signature.expires
+  }
+}
+
+function isThenable (value: unknown): value is PromiseLike<unknown> {
+  return typeof value === 'object' && value !== null && typeof (value as PromiseLike<unknown>).then === 'function'
+}
+
+function validateLoader (loader: unknown): SecretLoader {
+  if (typeof loader !== 'function') throw new InvalidOptionError('secretLoader must be a function (keyId, request) => key | null')
+  return loader as SecretLoader
+}
+
+function cavagePlugin (fastify: FastifyInstance, options: CavagePluginOptions, done: (err?: Error) => void): void {
+  const limits = buildLimits(options.limits)
+  const basePolicy: VerifyPolicy = buildPolicy(options, undefined, limits)
+  const realm = options.realm ?? 'fastify-cavage'
+  if (typeof realm !== 'string') throw new InvalidOptionError('realm must be a string')
+  const keys = new KeyCache(options.keyCacheSize)
+  let loader: SecretLoader | undefined = options.secretLoader === undefined ? undefined : validateLoader(options.secretLoader)
+
+  // Route policies compiled once: string configs share one policy per mode;
+  // object configs are keyed by identity (Fastify copies route config shallowly,
+  // so `config.cavage` stays the object the user wrote).
+  const byMode = new Map<string, RoutePolicy>()
+  const byObject = new WeakMap<object, RoutePolicy>()
+  function routePolicy (config: CavageRouteConfig): RoutePolicy {
+    if (typeof config === 'object' && config !== null) {
+      let compiled = byObject.get(config)
+      if (compiled === undefined) {
+        compiled = buildRoutePolicy(config, basePolicy, realm)
+        byObject.set(config, compiled)
+      }
+      return compiled
+    }
+    let compiled = byMode.get(config)
+    if (compiled === undefined) {
+      compiled = buildRoutePolicy(config, basePolicy, realm)
+      byMode.set(config, compiled)
+    }
+    return compiled
+  }
+
+  fastify.decorate('cavage', {
+    secretLoader (fn: SecretLoader) { loader = validateLoader(fn) },
+    signRequest
+  } satisfies CavageDecorator)
+  fastify.decorateRequest('cavage', null)
+
+  // Routes declared after registration are validated here, so a typo fails at
+  // startup; earlier ones (and sibling contexts) are compiled on first request.
+  fastify.addHook('onRoute', (route) => {
+    const config = route.config?.cavage
+    if (config !== undefined) routePolicy(config)
+  })
+
+  fastify.addHook('onReady', function (ready) {
+    ready(loader === undefined ? new NoLoaderError() : undefined)
+  })
+
+  fastify.addHook('onRequest', function verifySignature (request: FastifyRequest, reply: FastifyReply, next: HookHandlerDoneFunction) {
+    const config = request.routeOptions.config.cavage
+    if (config === undefined) return next()
+    let route: RoutePolicy
+    try {
+      route = routePolicy(config)
+    } catch (err) {
+      return next(err as Error)
+    }
+
+    function reject (err: CavageError, prepared?: PreparedVerification): void {
+      if (err.statusCode !== 401) {
+        request.log.error({ err }, 'cavage: cannot verify signatures')
+        return next(err)
+      }
+      request.cavage = failedState(err.code)
+      request.log.debug({ reason: err.code, detail: err.message, signingString: prepared?.signingString }, 'cavage: signature not verified')
+      if (route.mode === 'optional') return next()
+      reply.header('www-authenticate', route.challenge)
+      next(err)
+    }
+
+    function complete (prepared: PreparedVerification, material: unknown): void {
+      let verified: VerifiedSignature
+      try {
+        verified = completeVerification(prepared, material, keys, route.policy)
+      } catch (err) {
+        return reject(err as CavageError, prepared)
+      }
+      request.cavage = verifiedState(verified)
+      next()
+    }
+
+    function loaderFailed (err: unknown): void {
+      request.log.error({ err }, 'cavage: secretLoader failed')
+      next(new LoaderFailedError(err instanceof Error ? err.message : String(err)))
+    }
+
+    let prepared: PreparedVerification
+    try {
+      const headers = request.headers
+      prepared = prepareVerification({
+        method: request.method,
+        target: request.url,
+        rawHeaders: request.raw.rawHeaders,
+        signature: headers.signature as string | undefined,
+        authorization: headers.authorization
+      }, route.policy)
+    } catch (err) {
+      return reject(err as CavageError)
+    }
+
+    let material: unknown
+    try {
+      // onReady refused to start without a loader, and it can be replaced but not removed.
+      material = loader!(prepared.params.keyId, request)
+    } catch (err) {
+      return loaderFailed(err)
+    }
+    if (isThenable(material)) material.then((value) => complete(prepared, value), loaderFailed)
+    else complete(prepared, material)
+  })
+
+  done()
+}
+
+export const plugin = fp(cavagePlugin, { fastify: '5.x', name: 'fastify-cavage' })
