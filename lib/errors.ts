@@ -31,6 +31,21 @@ export const AlgorithmNotAllowedError = clientError('FST_CAVAGE_ALGORITHM_NOT_AL
 /** The algorithm parameter does not fit the key the loader returned (draft-12 §2.5). */
 export const AlgorithmMismatchError = clientError('FST_CAVAGE_ALGORITHM_MISMATCH', 'Algorithm does not match the key: %s')
 
+/** A Digest / Content-Digest value does not match the body received. */
+export const DigestMismatchError = clientError('FST_CAVAGE_DIGEST_MISMATCH', 'The body does not match its digest')
+/** A Digest / Content-Digest header cannot be parsed (bad syntax, bad base64, wrong length). */
+export const DigestMalformedError = clientError('FST_CAVAGE_DIGEST_MALFORMED', 'Malformed digest header: %s')
+/** No digest value uses an algorithm accepted as proof (md5, sha and unknown ones never are). */
+export const DigestUnsupportedError = clientError('FST_CAVAGE_DIGEST_UNSUPPORTED', 'No supported digest algorithm: %s')
+/** The same signature was presented twice within its validity window. */
+export const ReplayedSignatureError = clientError('FST_CAVAGE_REPLAYED', 'Signature already used')
+/** The memory replay store is full of entries still inside their window: fail closed. */
+export const ReplayStoreFullError = clientError('FST_CAVAGE_REPLAY_STORE_FULL', 'Replay protection is at capacity; try again later', 503)
+/** The replay store could not be reached or did not answer in time: fail closed. */
+export const ReplayStoreUnavailableError = clientError('FST_CAVAGE_REPLAY_STORE_UNAVAILABLE', 'Replay protection is unavailable: %s', 503)
+/** The secret loader did not answer within loaderTimeout. */
+export const LoaderTimeoutError = clientError('FST_CAVAGE_LOADER_TIMEOUT', 'The secret loader timed out', 503)
+
 /** The secret loader threw or rejected: a server fault, never a client error. */
 export const LoaderFailedError = createError<'FST_CAVAGE_LOADER_FAILED', number, [string?]>('FST_CAVAGE_LOADER_FAILED', 'The secret loader failed: %s', 500)
 /** The secret loader returned something that is not usable key material. */
