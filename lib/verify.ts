@@ -80,16 +80,15 @@ function checkTime (prepared: Pick<PreparedVerification, 'created' | 'expires'>,
     if (created > now + skew) throw new FutureSignatureError(`created is ${Math.round((created - now) / MS)}s ahead`)
     anchor = anchor === undefined ? created : Math.min(anchor, created)
   }
-  let validUntil: number
+  // With no signed time at all (the policy allowed that), the window starts now.
+  const signedAt = anchor ?? now
+  let validUntil = signedAt + skew
   if (prepared.expires !== null) {
     const expires = prepared.expires * MS
-    const cap = (anchor ?? now) + policy.maxValidity * MS
-    validUntil = Math.min(expires, cap) + skew
     if (now > expires + skew) throw new ExpiredSignatureError(`expires was ${Math.round((now - expires) / MS)}s ago`)
-  } else {
-    validUntil = (anchor ?? now) + skew
+    validUntil = Math.min(expires, signedAt + policy.maxValidity * MS) + skew
   }
-  if (now > validUntil) throw new ExpiredSignatureError(`signed ${Math.round((now - (anchor ?? now)) / MS)}s ago`)
+  if (now > validUntil) throw new ExpiredSignatureError(`signed ${Math.round((now - signedAt) / MS)}s ago`)
   return validUntil
 }
 
