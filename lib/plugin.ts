@@ -83,7 +83,7 @@ function validateLoader (loader: unknown): SecretLoader {
   return loader as SecretLoader
 }
 
-function cavagePlugin (fastify: FastifyInstance, options: CavagePluginOptions, done: (err?: Error) => void): void {
+async function cavagePlugin (fastify: FastifyInstance, options: CavagePluginOptions): Promise<void> {
   const limits = buildLimits(options.limits)
   const basePolicy: VerifyPolicy = buildPolicy(options, undefined, limits)
   const realm = options.realm ?? 'fastify-cavage'
@@ -192,8 +192,6 @@ function cavagePlugin (fastify: FastifyInstance, options: CavagePluginOptions, d
     if (isThenable(material)) material.then((value) => complete(prepared, value), loaderFailed)
     else complete(prepared, material)
   })
-
-  done()
 }
 
 export const plugin = fp(cavagePlugin, { fastify: '5.x', name: 'fastify-cavage' })
