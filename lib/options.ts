@@ -25,6 +25,8 @@ export type CavageMode = 'required' | 'optional'
 /** The `config.cavage` of a route. */
 export interface CavageRouteOptions extends PolicyOptions {
   mode: CavageMode
+  /** Turn replay protection on or off for this route (the plugin's `replay` option is the default). */
+  replay?: boolean
 }
 
 export type CavageRouteConfig = CavageMode | CavageRouteOptions
@@ -96,6 +98,8 @@ export function buildLimits (limits: Partial<ParseLimits> | undefined): ParseLim
 export interface RoutePolicy {
   mode: CavageMode
   policy: VerifyPolicy
+  /** The route's own replay setting; undefined follows the plugin. */
+  replay: boolean | undefined
   /** The WWW-Authenticate challenge for this route, built once. */
   challenge: string
 }
@@ -115,18 +119,21 @@ export function buildChallenge (realm: string, policy: VerifyPolicy): string {
 export function buildRoutePolicy (config: unknown, base: VerifyPolicy, realm: string): RoutePolicy {
   let mode: unknown
   let policy = base
+  let replay: boolean | undefined
   if (typeof config === 'string') {
     mode = config
   } else if (typeof config === 'object' && config !== null) {
-    const { mode: routeMode, ...overrides } = config as CavageRouteOptions
+    const { mode: routeMode, replay: routeReplay, ...overrides } = config as CavageRouteOptions
     mode = routeMode
+    if (routeReplay !== undefined && typeof routeReplay !== 'boolean') fail('route option cavage.replay must be a boolean')
+    replay = routeReplay
     for (const name of Object.keys(overrides)) {
       if (!ROUTE_KEYS.has(name)) fail(`unknown route option cavage.${name}`)
     }
     policy = buildPolicy(overrides, base)
   }
   if (!MODES.includes(mode as string)) fail(`route config cavage must be 'required', 'optional' or { mode, ... }, got ${JSON.stringify(config)}`)
-  return { mode: mode as CavageMode, policy, challenge: buildChallenge(realm, policy) }
+  return { mode: mode as CavageMode, policy, replay, challenge: buildChallenge(realm, policy) }
 }
 
 const ROUTE_KEYS = new Set(['requiredHeaders', 'algorithms', 'clockSkew', 'maxValidity', 'hs2019Rsa'])

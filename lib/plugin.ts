@@ -1,10 +1,11 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest, HookHandlerDoneFunction } from 'fastify'
 import fp from 'fastify-plugin'
 import { type Algorithm } from './algorithms.js'
-import { type CavageError, InvalidOptionError, LoaderFailedError, NoLoaderError } from './errors.js'
+import { InvalidOptionError, isCavageError, LoaderFailedError, NoLoaderError, ReplayedSignatureError } from './errors.js'
 import { KeyCache, type KeyMaterial } from './keys.js'
 import { buildLimits, buildPolicy, buildRoutePolicy, type CavageRouteConfig, type PolicyOptions, type RoutePolicy } from './options.js'
 import { type ParseLimits } from './parse.js'
+import { MemoryReplayStore, replayId, type ReplayStore } from './replay.js'
 import { signRequest } from './sign.js'
 import { completeVerification, prepareVerification, type PreparedVerification, type VerifiedSignature, type VerifyPolicy } from './verify.js'
 
@@ -21,6 +22,18 @@ export interface CavagePluginOptions extends PolicyOptions {
   limits?: Partial<ParseLimits>
   /** How many distinct key strings (secrets, PEM texts) to keep parsed. Default 1000. */
   keyCacheSize?: number
+  /**
+   * Refuse a signature seen before within its validity window. `true`: an in-memory
+   * store; `{ store }`: any ReplayStore (e.g. RedisReplayStore); `{ maxEntries }`: a
+   * bounded memory store. Off by default; routes may override with `cavage.replay`.
+   */
+  replay?: boolean | ReplayOptions
+}
+
+export interface ReplayOptions {
+  store?: ReplayStore
+  /** For the memory store: entries kept at most before new signatures are refused (503). */
+  maxEntries?: number
 }
 
 /** `request.cavage` on routes with a cavage config. */
@@ -78,6 +91,30 @@ function isThenable (value: unknown): value is PromiseLike<unknown> {
   return typeof value === 'object' && value !== null && typeof (value as PromiseLike<unknown>).then === 'function'
 }
 
+/** Resolves the `replay` option once: whether routes use it by default, and a store made on first need. */
+function replaySetup (option: CavagePluginOptions['replay']): { enabled: boolean, store: () => ReplayStore, owned: () => ReplayStore | undefined } {
+  if (option !== undefined && typeof option !== 'boolean' && (typeof option !== 'object' || option === null)) {
+    throw new InvalidOptionError('replay must be a boolean or { store } / { maxEntries }')
+  }
+  const settings = typeof option === 'object' ? option : {}
+  if (settings.store !== undefined && typeof settings.store?.checkAndRemember !== 'function') {
+    throw new InvalidOptionError('replay.store must implement checkAndRemember(id, ttlMs)')
+  }
+  let memory: MemoryReplayStore | undefined
+  if (settings.store === undefined) {
+    try {
+      memory = new MemoryReplayStore({ maxEntries: settings.maxEntries })
+    } catch (err) {
+      throw new InvalidOptionError(`replay.${(err as Error).message}`)
+    }
+  }
+  return {
+    enabled: option !== undefined && option !== false,
+    store: () => settings.store ?? memory!,
+    owned: () => memory
+  }
+}
+
 function validateLoader (loader: unknown): SecretLoader {
   if (typeof loader !== 'function') throw new InvalidOptionError('secretLoader must be a function (keyId, request) => key | null')
   return loader as SecretLoader
@@ -89,6 +126,7 @@ async function cavagePlugin (fastify: FastifyInstance, options: CavagePluginOpti
   const realm = options.realm ?? 'fastify-cavage'
   if (typeof realm !== 'string') throw new InvalidOptionError('realm must be a string')
   const keys = new KeyCache(options.keyCacheSize)
+  const replay = replaySetup(options.replay)
   let loader: SecretLoader | undefined = options.secretLoader === undefined ? undefined : validateLoader(options.secretLoader)
 
   // Route policies compiled once: string configs share one policy per mode;
@@ -129,6 +167,7 @@ async function cavagePlugin (fastify: FastifyInstance, options: CavagePluginOpti
   fastify.addHook('onReady', function (ready) {
     ready(loader === undefined ? new NoLoaderError() : undefined)
   })
+  fastify.addHook('onClose', async () => { await replay.owned()?.close() })
 
   fastify.addHook('onRequest', function verifySignature (request: FastifyRequest, reply: FastifyReply, next: HookHandlerDoneFunction) {
     const config = request.routeOptions.config.cavage
@@ -140,16 +179,24 @@ async function cavagePlugin (fastify: FastifyInstance, options: CavagePluginOpti
       return next(err as Error)
     }
 
-    function reject (err: CavageError, prepared?: PreparedVerification): void {
-      if (err.statusCode !== 401) {
+    // 401: the client's fault; 503: a store that cannot decide (fail closed);
+    // anything else is a server fault that no mode may hide.
+    function reject (err: unknown, prepared?: PreparedVerification): void {
+      if (!isCavageError(err) || (err.statusCode !== 401 && err.statusCode !== 503)) {
         request.log.error({ err }, 'cavage: cannot verify signatures')
-        return next(err)
+        return next(err as Error)
       }
       request.cavage = failedState(err.code)
-      request.log.debug({ reason: err.code, detail: err.message, signingString: prepared?.signingString }, 'cavage: signature not verified')
+      if (err.statusCode === 503) request.log.warn({ err }, 'cavage: replay protection cannot decide')
+      else request.log.debug({ reason: err.code, detail: err.message, signingString: prepared?.signingString }, 'cavage: signature not verified')
       if (route.mode === 'optional') return next()
-      reply.header('www-authenticate', route.challenge)
+      if (err.statusCode === 401) reply.header('www-authenticate', route.challenge)
       next(err)
+    }
+
+    function accept (verified: VerifiedSignature): void {
+      request.cavage = verifiedState(verified)
+      next()
     }
 
     function complete (prepared: PreparedVerification, material: unknown): void {
@@ -157,10 +204,16 @@ async function cavagePlugin (fastify: FastifyInstance, options: CavagePluginOpti
       try {
         verified = completeVerification(prepared, material, keys, route.policy)
       } catch (err) {
-        return reject(err as CavageError, prepared)
+        return reject(err, prepared)
       }
-      request.cavage = verifiedState(verified)
-      next()
+      if (!(route.replay ?? replay.enabled)) return accept(verified)
+      // Remembered only once verified, so garbage cannot fill the store, and for
+      // the whole window in which the signature would verify again.
+      const ttl = Math.max(1, verified.validUntil - Date.now())
+      replay.store().checkAndRemember(replayId(verified.keyId, verified.signatureBytes), ttl).then(
+        (firstUse) => firstUse ? accept(verified) : reject(new ReplayedSignatureError(), prepared),
+        (err: unknown) => reject(err, prepared)
+      )
     }
 
     function loaderFailed (err: unknown): void {
@@ -179,7 +232,7 @@ async function cavagePlugin (fastify: FastifyInstance, options: CavagePluginOpti
         authorization: headers.authorization
       }, route.policy)
     } catch (err) {
-      return reject(err as CavageError)
+      return reject(err)
     }
 
     let material: unknown
