@@ -75,7 +75,7 @@ export function buildSigningString (input: SigningInput): SigningString {
     if (authority !== undefined) values.set('host', authority)
   }
 
-  const legacyAlgorithm = input.algorithm !== undefined && LEGACY_ALGORITHM.test(input.algorithm)
+  const legacyAlgorithm = input.algorithm !== undefined && LEGACY_ALGORITHM.test(input.algorithm.toLowerCase())
   let signingString = ''
   for (let i = 0; i < input.coveredHeaders.length; i++) {
     const name = input.coveredHeaders[i]!

@@ -22,8 +22,10 @@ function build (dayName: string, names: string[], day: string, month: string, ye
   // RFC 7231 allows a leap second (60); Date.UTC would roll it over, so refuse it instead of guessing.
   const s = Number(second)
   if (h > 23 || m > 59 || s > 59) return undefined
-  const time = Date.UTC(year, monthIndex, d, h, m, s)
-  const date = new Date(time)
+  // Date.UTC reads years 0-99 as 1900-1999; set the full year explicitly.
+  const date = new Date(Date.UTC(2000, monthIndex, d, h, m, s))
+  date.setUTCFullYear(year)
+  const time = date.getTime()
   // Rejects 31 Feb and friends, which Date.UTC silently rolls over, and a day name that does not fit.
   if (date.getUTCDate() !== d || date.getUTCMonth() !== monthIndex) return undefined
   if (names[date.getUTCDay()] !== dayName) return undefined
@@ -44,6 +46,7 @@ export function parseHttpDate (value: string, now = Date.now()): number | undefi
     const currentYear = new Date(now).getUTCFullYear()
     let year = Math.floor(currentYear / 100) * 100 + Number(shortYear)
     if (year > currentYear + 50) year -= 100
+    else if (year <= currentYear - 50) year += 100
     return build(dayName!, LONG_DAYS, day!, month!, year, hour!, minute!, second!)
   }
   match = ASCTIME_DATE.exec(value)
