@@ -37,6 +37,8 @@ export const DigestMismatchError = clientError('FST_CAVAGE_DIGEST_MISMATCH', 'Th
 export const DigestMalformedError = clientError('FST_CAVAGE_DIGEST_MALFORMED', 'Malformed digest header: %s')
 /** No digest value uses an algorithm accepted as proof (md5, sha and unknown ones never are). */
 export const DigestUnsupportedError = clientError('FST_CAVAGE_DIGEST_UNSUPPORTED', 'No supported digest algorithm: %s')
+/** A body nobody else reads, drained to check its digest, is larger than the route's bodyLimit. */
+export const BodyTooLargeError = clientError('FST_CAVAGE_BODY_TOO_LARGE', 'Request body is too large', 413)
 /** The same signature was presented twice within its validity window. */
 export const ReplayedSignatureError = clientError('FST_CAVAGE_REPLAYED', 'Signature already used')
 /** The memory replay store is full of entries still inside their window: fail closed. */

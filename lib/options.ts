@@ -10,6 +10,11 @@ export type RequiredHeader = string | readonly string[]
 export interface PolicyOptions {
   /** Headers the signature must cover. Default `['(request-target)', 'host', 'date']`. */
   requiredHeaders?: readonly RequiredHeader[]
+  /**
+   * Further headers required when the request has a body. Default `[['digest', 'content-digest']]`,
+   * unless `requiredHeaders` is given without it: an explicit list is taken as written.
+   */
+  bodyRequiredHeaders?: readonly RequiredHeader[]
   /** Algorithms accepted. Default: hs2019, hmac-sha256, rsa-sha256, ecdsa-sha256. */
   algorithms?: readonly Algorithm[]
   /** Seconds of tolerated clock difference for Date / created / expires. Default 300; 0 is honoured. */
@@ -32,6 +37,7 @@ export interface CavageRouteOptions extends PolicyOptions {
 export type CavageRouteConfig = CavageMode | CavageRouteOptions
 
 export const DEFAULT_REQUIRED_HEADERS: readonly string[] = ['(request-target)', 'host', 'date']
+export const DEFAULT_BODY_REQUIRED_HEADERS: readonly RequiredHeader[] = [['digest', 'content-digest']]
 const DEFAULT_CLOCK_SKEW = 300
 const DEFAULT_MAX_VALIDITY = 3600
 const HS2019_RSA = ['both', 'pss', 'pkcs1']
@@ -73,6 +79,8 @@ export function buildPolicy (options: PolicyOptions, base?: VerifyPolicy, limits
     requiredHeaders: options.requiredHeaders !== undefined
       ? requiredHeaderGroups(options.requiredHeaders)
       : base?.requiredHeaders ?? requiredHeaderGroups(DEFAULT_REQUIRED_HEADERS),
+    bodyRequiredHeaders: requiredHeaderGroups(options.bodyRequiredHeaders ?? (options.requiredHeaders !== undefined ? [] : undefined) ??
+      base?.bodyRequiredHeaders ?? DEFAULT_BODY_REQUIRED_HEADERS),
     algorithms: options.algorithms !== undefined ? algorithmSet(options.algorithms) : base?.algorithms ?? new Set(DEFAULT_ALGORITHMS),
     // `??` keeps an explicit 0: peers replaced clockSkew 0 with their default.
     clockSkew: options.clockSkew !== undefined ? seconds('clockSkew', options.clockSkew) : base?.clockSkew ?? DEFAULT_CLOCK_SKEW,
@@ -98,6 +106,8 @@ export function buildLimits (limits: Partial<ParseLimits> | undefined): ParseLim
 export interface RoutePolicy {
   mode: CavageMode
   policy: VerifyPolicy
+  /** The challenge for requests with a body, which must also cover `bodyRequiredHeaders`. */
+  bodyChallenge: string
   /** The route's own replay setting; undefined follows the plugin. */
   replay: boolean | undefined
   /** The WWW-Authenticate challenge for this route, built once. */
@@ -110,8 +120,9 @@ function quote (value: string): string {
 }
 
 /** `Signature realm="...",headers="..."` (draft-12 §3.1): names the first alternative of each required group. */
-export function buildChallenge (realm: string, policy: VerifyPolicy): string {
-  const headers = policy.requiredHeaders.map((group) => group[0]).join(' ')
+export function buildChallenge (realm: string, policy: VerifyPolicy, hasBody = false): string {
+  const groups = hasBody ? [...policy.requiredHeaders, ...policy.bodyRequiredHeaders] : policy.requiredHeaders
+  const headers = groups.map((group) => group[0]).join(' ')
   return `Signature realm=${quote(realm)},headers=${quote(headers)}`
 }
 
@@ -133,7 +144,7 @@ export function buildRoutePolicy (config: unknown, base: VerifyPolicy, realm: st
     policy = buildPolicy(overrides, base)
   }
   if (!MODES.includes(mode as string)) fail(`route config cavage must be 'required', 'optional' or { mode, ... }, got ${JSON.stringify(config)}`)
-  return { mode: mode as CavageMode, policy, replay, challenge: buildChallenge(realm, policy) }
+  return { mode: mode as CavageMode, policy, replay, challenge: buildChallenge(realm, policy), bodyChallenge: buildChallenge(realm, policy, true) }
 }
 
-const ROUTE_KEYS = new Set(['requiredHeaders', 'algorithms', 'clockSkew', 'maxValidity', 'hs2019Rsa'])
+const ROUTE_KEYS = new Set(['requiredHeaders', 'bodyRequiredHeaders', 'algorithms', 'clockSkew', 'maxValidity', 'hs2019Rsa'])

@@ -1,7 +1,9 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest, HookHandlerDoneFunction } from 'fastify'
 import fp from 'fastify-plugin'
 import { type Algorithm } from './algorithms.js'
-import { InvalidOptionError, isCavageError, LoaderFailedError, NoLoaderError, ReplayedSignatureError } from './errors.js'
+import { addBodyHooks, awaitBody, emptyBodyMatches, hasBody } from './body-check.js'
+import { coveredDigests, type ExpectedDigest } from './digest.js'
+import { type CavageError, DigestMismatchError, InvalidOptionError, isCavageError, LoaderFailedError, NoLoaderError, ReplayedSignatureError } from './errors.js'
 import { KeyCache, type KeyMaterial } from './keys.js'
 import { buildLimits, buildPolicy, buildRoutePolicy, type CavageRouteConfig, type PolicyOptions, type RoutePolicy } from './options.js'
 import { type ParseLimits } from './parse.js'
@@ -92,7 +94,7 @@ function isThenable (value: unknown): value is PromiseLike<unknown> {
 }
 
 /** Resolves the `replay` option once: whether routes use it by default, and a store made on first need. */
-function replaySetup (option: CavagePluginOptions['replay']): { enabled: boolean, store: () => ReplayStore, owned: () => ReplayStore | undefined } {
+function replaySetup (option: CavagePluginOptions['replay']): { enabled: boolean, store: () => ReplayStore, owned: () => MemoryReplayStore | undefined } {
   if (option !== undefined && typeof option !== 'boolean' && (typeof option !== 'object' || option === null)) {
     throw new InvalidOptionError('replay must be a boolean or { store } / { maxEntries }')
   }
@@ -168,6 +170,7 @@ async function cavagePlugin (fastify: FastifyInstance, options: CavagePluginOpti
     ready(loader === undefined ? new NoLoaderError() : undefined)
   })
   fastify.addHook('onClose', async () => { await replay.owned()?.close() })
+  addBodyHooks(fastify)
 
   fastify.addHook('onRequest', function verifySignature (request: FastifyRequest, reply: FastifyReply, next: HookHandlerDoneFunction) {
     const config = request.routeOptions.config.cavage
@@ -179,6 +182,18 @@ async function cavagePlugin (fastify: FastifyInstance, options: CavagePluginOpti
       return next(err as Error)
     }
 
+    const bodyFollows = hasBody(request)
+
+    /** Records a refusal; returns whether the request must stop here ('required') or go on unverified ('optional'). */
+    function refuse (err: CavageError, prepared?: PreparedVerification): boolean {
+      request.cavage = failedState(err.code)
+      if (err.statusCode === 503) request.log.warn({ err }, 'cavage: replay protection cannot decide')
+      else request.log.debug({ reason: err.code, detail: err.message, signingString: prepared?.signingString }, 'cavage: signature not verified')
+      if (route.mode === 'optional') return false
+      if (err.statusCode === 401) reply.header('www-authenticate', bodyFollows ? route.bodyChallenge : route.challenge)
+      return true
+    }
+
     // 401: the client's fault; 503: a store that cannot decide (fail closed);
     // anything else is a server fault that no mode may hide.
     function reject (err: unknown, prepared?: PreparedVerification): void {
@@ -186,12 +201,28 @@ async function cavagePlugin (fastify: FastifyInstance, options: CavagePluginOpti
         request.log.error({ err }, 'cavage: cannot verify signatures')
         return next(err as Error)
       }
-      request.cavage = failedState(err.code)
-      if (err.statusCode === 503) request.log.warn({ err }, 'cavage: replay protection cannot decide')
-      else request.log.debug({ reason: err.code, detail: err.message, signingString: prepared?.signingString }, 'cavage: signature not verified')
-      if (route.mode === 'optional') return next()
-      if (err.statusCode === 401) reply.header('www-authenticate', route.challenge)
-      next(err)
+      if (refuse(err, prepared)) next(err)
+      else next()
+    }
+
+    /** The signature holds; what it says of the body is checked now (no body) or as the body streams. */
+    function checkBody (verified: VerifiedSignature, expected: readonly ExpectedDigest[] | undefined): void {
+      if (expected === undefined) return accept(verified)
+      if (!bodyFollows) return emptyBodyMatches(expected) ? accept(verified) : reject(new DigestMismatchError(), verified)
+      request.cavage = failedState('FST_CAVAGE_DIGEST_PENDING')
+      awaitBody(request, {
+        expected,
+        settle (matches) {
+          if (matches) {
+            request.cavage = verifiedState(verified)
+            return
+          }
+          const err = new DigestMismatchError()
+          // Thrown from the body stream: Fastify answers with the error's 401.
+          if (refuse(err, verified)) throw err
+        }
+      })
+      next()
     }
 
     function accept (verified: VerifiedSignature): void {
@@ -206,13 +237,20 @@ async function cavagePlugin (fastify: FastifyInstance, options: CavagePluginOpti
       } catch (err) {
         return reject(err, prepared)
       }
-      if (!(route.replay ?? replay.enabled)) return accept(verified)
+      let expected: readonly ExpectedDigest[] | undefined
+      try {
+        // Only digest fields the signature covers count; malformed ones fail now.
+        expected = coveredDigests(verified.values)
+      } catch (err) {
+        return reject(err, verified)
+      }
+      if (!(route.replay ?? replay.enabled)) return checkBody(verified, expected)
       // Remembered only once verified, so garbage cannot fill the store, and for
       // the whole window in which the signature would verify again.
       const ttl = Math.max(1, verified.validUntil - Date.now())
       replay.store().checkAndRemember(replayId(verified.keyId, verified.signatureBytes), ttl).then(
-        (firstUse) => firstUse ? accept(verified) : reject(new ReplayedSignatureError(), prepared),
-        (err: unknown) => reject(err, prepared)
+        (firstUse) => firstUse ? checkBody(verified, expected) : reject(new ReplayedSignatureError(), verified),
+        (err: unknown) => reject(err, verified)
       )
     }
 
@@ -229,7 +267,8 @@ async function cavagePlugin (fastify: FastifyInstance, options: CavagePluginOpti
         target: request.url,
         rawHeaders: request.raw.rawHeaders,
         signature: headers.signature as string | undefined,
-        authorization: headers.authorization
+        authorization: headers.authorization,
+        hasBody: bodyFollows
       }, route.policy)
     } catch (err) {
       return reject(err)

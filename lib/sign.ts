@@ -1,7 +1,7 @@
 import { createPrivateKey, createSecretKey, KeyObject, type JsonWebKey } from 'node:crypto'
 import { type Algorithm, type KeyKind, fitsKey, isAlgorithm, naturalAlgorithm, schemesFor, signScheme } from './algorithms.js'
 import { buildSigningString } from './canonicalize.js'
-import { digestHeader } from './digest.js'
+import { contentDigestHeader, digestHeader } from './digest.js'
 import { formatHttpDate } from './http-date.js'
 
 export type SigningKey = string | Buffer | Uint8Array | KeyObject | JsonWebKey
@@ -12,8 +12,10 @@ export interface SignOptions {
   key: SigningKey
   /** Default: derived from the key (hmac-sha256, rsa-sha256, ecdsa-sha256, or hs2019 for RSA-PSS and Ed25519). */
   algorithm?: Algorithm
-  /** Headers to cover. Default `(request-target) host date`, plus `digest` when there is a body. */
+  /** Headers to cover. Default `(request-target) host date`, plus the digest field(s) when there is a body. */
   headers?: readonly string[]
+  /** The body digest to send: RFC 3230 `digest` (default; what peers verify), RFC 9530 `content-digest`, or both. */
+  digestField?: 'digest' | 'content-digest' | 'both'
   /** Sign `created` (true: now) and `expires` (seconds from created); hs2019 only, per draft-12 §2.3. */
   created?: boolean | number
   expiresIn?: number
@@ -112,7 +114,9 @@ export function signRequest (request: RequestToSign, options: SignOptions): Reco
 
   const now = options.now ?? Date.now()
   const hasBody = request.body !== undefined && request.body.length > 0
-  const covered = (options.headers ?? ['(request-target)', 'host', 'date', ...(hasBody ? ['digest'] : [])]).map((name) => name.toLowerCase())
+  const digestField = options.digestField ?? 'digest'
+  const digestFields = digestField === 'both' ? ['digest', 'content-digest'] : [digestField]
+  const covered = (options.headers ?? ['(request-target)', 'host', 'date', ...(hasBody ? digestFields : [])]).map((name) => name.toLowerCase())
   const { authority, target } = splitUrl(request.url)
   const raw = flatHeaders(request.headers)
   const added: Record<string, string> = {}
@@ -126,6 +130,7 @@ export function signRequest (request: RequestToSign, options: SignOptions): Reco
   addIfMissing('host', () => authority)
   addIfMissing('date', () => formatHttpDate(now))
   addIfMissing('digest', () => digestHeader(request.body ?? '', 'sha-256'))
+  addIfMissing('content-digest', () => contentDigestHeader(request.body ?? '', 'sha-256'))
 
   const created = options.created === undefined || options.created === false
     ? undefined

@@ -12,6 +12,8 @@ import { type ParseLimits, type SignatureParams, parseSignatureParams, signature
 export interface VerifyPolicy {
   /** Each entry is a group of alternatives; the signature must cover one name of every group. */
   requiredHeaders: ReadonlyArray<readonly string[]>
+  /** Further groups required when the request carries a body (by default a digest). */
+  bodyRequiredHeaders: ReadonlyArray<readonly string[]>
   algorithms: ReadonlySet<Algorithm>
   /** Seconds of tolerated clock difference, both ways. */
   clockSkew: number
@@ -32,6 +34,8 @@ export interface SignedRequest {
   signature: string | undefined
   /** The value of the `Authorization` header, if any. */
   authorization: string | undefined
+  /** Whether a body follows (Content-Length > 0 or Transfer-Encoding); adds `bodyRequiredHeaders`. */
+  hasBody?: boolean
 }
 
 /** A parsed, policy-checked, canonicalized request whose key is still to be loaded. */
@@ -65,6 +69,12 @@ export function signatureParamsText (request: Pick<SignedRequest, 'signature' | 
 }
 
 const MS = 1000
+
+function checkCovered (required: VerifyPolicy['requiredHeaders'], covered: readonly string[]): void {
+  for (const group of required) {
+    if (!group.some((name) => covered.includes(name))) throw new HeaderNotCoveredError(group.join(' or '))
+  }
+}
 
 function checkTime (prepared: Pick<PreparedVerification, 'created' | 'expires'>, date: string | undefined, policy: VerifyPolicy, now: number): number {
   const skew = policy.clockSkew * MS
@@ -104,9 +114,8 @@ export function prepareVerification (request: SignedRequest, policy: VerifyPolic
   if (params.algorithm !== undefined && !(isAlgorithm(params.algorithm) && policy.algorithms.has(params.algorithm))) {
     throw new AlgorithmNotAllowedError(params.algorithm)
   }
-  for (const group of policy.requiredHeaders) {
-    if (!group.some((name) => params.headers.includes(name))) throw new HeaderNotCoveredError(group.join(' or '))
-  }
+  checkCovered(policy.requiredHeaders, params.headers)
+  if (request.hasBody === true) checkCovered(policy.bodyRequiredHeaders, params.headers)
 
   const { signingString, values } = buildSigningString({
     method: request.method,
