@@ -317,7 +317,7 @@ export function coveredDigests (coveredValues: ReadonlyMap<string, string>): Exp
   const contentDigest = coveredValues.get('content-digest')
   if (digest === undefined && contentDigest === undefined) return undefined
   const expected: ExpectedDigest[] = []
-  let unsupported: Error | undefined
+  let unsupported = new Error('unreachable') as Error
   for (const [value, parse] of [[digest, parseDigest], [contentDigest, parseContentDigest]] as const) {
     if (value === undefined) continue
     try {
@@ -327,6 +327,7 @@ export function coveredDigests (coveredValues: ReadonlyMap<string, string>): Exp
       unsupported = err as Error
     }
   }
-  if (expected.length === 0) throw unsupported!
+  // Both fields were covered and weak-only, or the one covered field was.
+  if (expected.length === 0) throw unsupported
   return expected
 }
