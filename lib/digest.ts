@@ -317,17 +317,17 @@ export function coveredDigests (coveredValues: ReadonlyMap<string, string>): Exp
   const contentDigest = coveredValues.get('content-digest')
   if (digest === undefined && contentDigest === undefined) return undefined
   const expected: ExpectedDigest[] = []
-  let unsupported = new Error('unreachable') as Error
+  const unsupported: Error[] = []
   for (const [value, parse] of [[digest, parseDigest], [contentDigest, parseContentDigest]] as const) {
     if (value === undefined) continue
     try {
       expected.push(...parse(value))
     } catch (err) {
       if ((err as { code?: string }).code !== 'FST_CAVAGE_DIGEST_UNSUPPORTED') throw err
-      unsupported = err as Error
+      unsupported.push(err as Error)
     }
   }
   // Both fields were covered and weak-only, or the one covered field was.
-  if (expected.length === 0) throw unsupported
+  if (expected.length === 0) throw unsupported[0]
   return expected
 }
