@@ -4,7 +4,7 @@ export { plugin as cavagePlugin }
 export default plugin
 
 export type { CavagePluginOptions, CavageRequestState, CavageDecorator, SecretLoader } from './plugin.js'
-export type { CavageMode, CavageRouteConfig, CavageRouteOptions, PolicyOptions, RequiredHeader } from './options.js'
+export type { CavageMode, CavageRouteConfig, CavageRouteOptions, PolicyOptions, RequiredHeader, RequiredHeaders } from './options.js'
 export { DEFAULT_REQUIRED_HEADERS } from './options.js'
 export { ALGORITHMS, DEFAULT_ALGORITHMS, type Algorithm, type Hs2019Rsa } from './algorithms.js'
 export type { KeyMaterial, ExplicitKey } from './keys.js'

@@ -1,15 +1,18 @@
 import { ALGORITHMS, type Algorithm, DEFAULT_ALGORITHMS, type Hs2019Rsa } from './algorithms.js'
 import { InvalidOptionError } from './errors.js'
 import { DEFAULT_LIMITS, type ParseLimits } from './parse.js'
-import { type VerifyPolicy } from './verify.js'
+import { requiredHeadersFor, type VerifyPolicy } from './verify.js'
 
 /** A required header, or a list of alternatives of which the signature must cover one (e.g. `['date', '(created)']`). */
 export type RequiredHeader = string | readonly string[]
 
+/** One list for every method, or lists by method (`GET`, `POST`, ...) with `'*'` for the others. */
+export type RequiredHeaders = readonly RequiredHeader[] | Readonly<Record<string, readonly RequiredHeader[]>>
+
 /** Settings a route may override. */
 export interface PolicyOptions {
   /** Headers the signature must cover. Default `['(request-target)', 'host', 'date']`. */
-  requiredHeaders?: readonly RequiredHeader[]
+  requiredHeaders?: RequiredHeaders
   /**
    * Further headers required when the request has a body. Default `[['digest', 'content-digest']]`,
    * unless `requiredHeaders` is given without it: an explicit list is taken as written.
@@ -63,6 +66,18 @@ function requiredHeaderGroups (value: unknown): string[][] {
   })
 }
 
+function requiredByMethod (value: RequiredHeaders | undefined): { all: string[][], byMethod: Map<string, string[][]> | undefined } | undefined {
+  if (value === undefined) return undefined
+  if (Array.isArray(value) || typeof value !== 'object' || value === null) return { all: requiredHeaderGroups(value), byMethod: undefined }
+  const byMethod = new Map<string, string[][]>()
+  let all = requiredHeaderGroups(DEFAULT_REQUIRED_HEADERS)
+  for (const [method, list] of Object.entries(value as Record<string, readonly RequiredHeader[]>)) {
+    if (method === '*') all = requiredHeaderGroups(list)
+    else byMethod.set(method.toUpperCase(), requiredHeaderGroups(list))
+  }
+  return { all, byMethod }
+}
+
 function algorithmSet (value: unknown): Set<Algorithm> {
   if (!Array.isArray(value) || value.length === 0) fail('algorithms must be a non-empty array')
   for (const name of value) {
@@ -75,10 +90,10 @@ function algorithmSet (value: unknown): Set<Algorithm> {
 export function buildPolicy (options: PolicyOptions, base?: VerifyPolicy, limits: ParseLimits = DEFAULT_LIMITS): VerifyPolicy {
   const hs2019Rsa = options.hs2019Rsa ?? base?.hs2019Rsa ?? 'both'
   if (!HS2019_RSA.includes(hs2019Rsa)) fail(`hs2019Rsa must be one of ${HS2019_RSA.join(', ')}`)
+  const required = requiredByMethod(options.requiredHeaders)
   return {
-    requiredHeaders: options.requiredHeaders !== undefined
-      ? requiredHeaderGroups(options.requiredHeaders)
-      : base?.requiredHeaders ?? requiredHeaderGroups(DEFAULT_REQUIRED_HEADERS),
+    requiredHeaders: required?.all ?? base?.requiredHeaders ?? requiredHeaderGroups(DEFAULT_REQUIRED_HEADERS),
+    requiredHeadersByMethod: required !== undefined ? required.byMethod : base?.requiredHeadersByMethod,
     bodyRequiredHeaders: requiredHeaderGroups(options.bodyRequiredHeaders ?? (options.requiredHeaders !== undefined ? [] : undefined) ??
       base?.bodyRequiredHeaders ?? DEFAULT_BODY_REQUIRED_HEADERS),
     algorithms: options.algorithms !== undefined ? algorithmSet(options.algorithms) : base?.algorithms ?? new Set(DEFAULT_ALGORITHMS),
@@ -106,12 +121,10 @@ export function buildLimits (limits: Partial<ParseLimits> | undefined): ParseLim
 export interface RoutePolicy {
   mode: CavageMode
   policy: VerifyPolicy
-  /** The challenge for requests with a body, which must also cover `bodyRequiredHeaders`. */
-  bodyChallenge: string
   /** The route's own replay setting; undefined follows the plugin. */
   replay: boolean | undefined
-  /** The WWW-Authenticate challenge for this route, built once. */
-  challenge: string
+  /** The WWW-Authenticate challenge for a method, with or without a body; built once per pair. */
+  challenge: (method: string, hasBody: boolean) => string
 }
 
 // RFC 7230 §3.2.6 quoted-string: escape backslash and double quote.
@@ -120,8 +133,9 @@ function quote (value: string): string {
 }
 
 /** `Signature realm="...",headers="..."` (draft-12 §3.1): names the first alternative of each required group. */
-export function buildChallenge (realm: string, policy: VerifyPolicy, hasBody = false): string {
-  const groups = hasBody ? [...policy.requiredHeaders, ...policy.bodyRequiredHeaders] : policy.requiredHeaders
+export function buildChallenge (realm: string, policy: VerifyPolicy, method: string, hasBody: boolean): string {
+  const required = requiredHeadersFor(policy, method)
+  const groups = hasBody ? [...required, ...policy.bodyRequiredHeaders] : required
   const headers = groups.map((group) => group[0]).join(' ')
   return `Signature realm=${quote(realm)},headers=${quote(headers)}`
 }
@@ -144,7 +158,18 @@ export function buildRoutePolicy (config: unknown, base: VerifyPolicy, realm: st
     policy = buildPolicy(overrides, base)
   }
   if (!MODES.includes(mode as string)) fail(`route config cavage must be 'required', 'optional' or { mode, ... }, got ${JSON.stringify(config)}`)
-  return { mode: mode as CavageMode, policy, replay, challenge: buildChallenge(realm, policy), bodyChallenge: buildChallenge(realm, policy, true) }
+  const challenges = new Map<string, string>()
+  const challenge = (method: string, hasBody: boolean): string => {
+    const key = `${method} ${hasBody}`
+    let value = challenges.get(key)
+    if (value === undefined) {
+      value = buildChallenge(realm, policy, method, hasBody)
+      // Methods come from requests: keep the map small whatever clients send.
+      if (challenges.size < 64) challenges.set(key, value)
+    }
+    return value
+  }
+  return { mode: mode as CavageMode, policy, replay, challenge }
 }
 
 const ROUTE_KEYS = new Set(['requiredHeaders', 'bodyRequiredHeaders', 'algorithms', 'clockSkew', 'maxValidity', 'hs2019Rsa'])

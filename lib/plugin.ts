@@ -3,7 +3,7 @@ import fp from 'fastify-plugin'
 import { type Algorithm } from './algorithms.js'
 import { addBodyHooks, awaitBody, emptyBodyMatches, hasBody } from './body-check.js'
 import { coveredDigests, type ExpectedDigest } from './digest.js'
-import { type CavageError, DigestMismatchError, InvalidOptionError, isCavageError, LoaderFailedError, NoLoaderError, ReplayedSignatureError } from './errors.js'
+import { type CavageError, DigestMismatchError, InvalidOptionError, isCavageError, LoaderFailedError, LoaderTimeoutError, NoLoaderError, ReplayedSignatureError } from './errors.js'
 import { KeyCache, type KeyMaterial } from './keys.js'
 import { buildLimits, buildPolicy, buildRoutePolicy, type CavageRouteConfig, type PolicyOptions, type RoutePolicy } from './options.js'
 import { type ParseLimits } from './parse.js'
@@ -24,6 +24,8 @@ export interface CavagePluginOptions extends PolicyOptions {
   limits?: Partial<ParseLimits>
   /** How many distinct key strings (secrets, PEM texts) to keep parsed. Default 1000. */
   keyCacheSize?: number
+  /** Milliseconds an async secretLoader may take before the request fails with 503. Default 10000; 0 waits forever. */
+  loaderTimeout?: number
   /**
    * Refuse a signature seen before within its validity window. `true`: an in-memory
    * store; `{ store }`: any ReplayStore (e.g. RedisReplayStore); `{ maxEntries }`: a
@@ -117,6 +119,8 @@ function replaySetup (option: CavagePluginOptions['replay']): { enabled: boolean
   }
 }
 
+const DEFAULT_LOADER_TIMEOUT = 10_000
+
 function validateLoader (loader: unknown): SecretLoader {
   if (typeof loader !== 'function') throw new InvalidOptionError('secretLoader must be a function (keyId, request) => key | null')
   return loader as SecretLoader
@@ -129,6 +133,8 @@ async function cavagePlugin (fastify: FastifyInstance, options: CavagePluginOpti
   if (typeof realm !== 'string') throw new InvalidOptionError('realm must be a string')
   const keys = new KeyCache(options.keyCacheSize)
   const replay = replaySetup(options.replay)
+  const loaderTimeout = options.loaderTimeout ?? DEFAULT_LOADER_TIMEOUT
+  if (!Number.isInteger(loaderTimeout) || loaderTimeout < 0) throw new InvalidOptionError('loaderTimeout must be a whole number of milliseconds >= 0')
   let loader: SecretLoader | undefined = options.secretLoader === undefined ? undefined : validateLoader(options.secretLoader)
 
   // Route policies compiled once: string configs share one policy per mode;
@@ -187,10 +193,10 @@ async function cavagePlugin (fastify: FastifyInstance, options: CavagePluginOpti
     /** Records a refusal; returns whether the request must stop here ('required') or go on unverified ('optional'). */
     function refuse (err: CavageError, prepared?: PreparedVerification): boolean {
       request.cavage = failedState(err.code)
-      if (err.statusCode === 503) request.log.warn({ err }, 'cavage: replay protection cannot decide')
+      if (err.statusCode === 503) request.log.warn({ err }, 'cavage: cannot decide now')
       else request.log.debug({ reason: err.code, detail: err.message, signingString: prepared?.signingString }, 'cavage: signature not verified')
       if (route.mode === 'optional') return false
-      if (err.statusCode === 401) reply.header('www-authenticate', bodyFollows ? route.bodyChallenge : route.challenge)
+      if (err.statusCode === 401) reply.header('www-authenticate', route.challenge(request.method, bodyFollows))
       return true
     }
 
@@ -281,8 +287,21 @@ async function cavagePlugin (fastify: FastifyInstance, options: CavagePluginOpti
     } catch (err) {
       return loaderFailed(err)
     }
-    if (isThenable(material)) material.then((value) => complete(prepared, value), loaderFailed)
-    else complete(prepared, material)
+    if (!isThenable(material)) return complete(prepared, material)
+    if (loaderTimeout === 0) return void material.then((value) => complete(prepared, value), loaderFailed)
+    // A loader that hangs (a slow database, a remote key fetch) must not hang the request.
+    let pending = true
+    const timer = setTimeout(() => {
+      pending = false
+      reject(new LoaderTimeoutError(), prepared)
+    }, loaderTimeout)
+    const first = <T>(fn: (value: T) => void) => (value: T): void => {
+      if (!pending) return
+      pending = false
+      clearTimeout(timer)
+      fn(value)
+    }
+    material.then(first((value: unknown) => complete(prepared, value)), first(loaderFailed))
   })
 }
 

@@ -12,6 +12,8 @@ import { type ParseLimits, type SignatureParams, parseSignatureParams, signature
 export interface VerifyPolicy {
   /** Each entry is a group of alternatives; the signature must cover one name of every group. */
   requiredHeaders: ReadonlyArray<readonly string[]>
+  /** Lists for specific methods (uppercase), replacing `requiredHeaders` for them. */
+  requiredHeadersByMethod: ReadonlyMap<string, ReadonlyArray<readonly string[]>> | undefined
   /** Further groups required when the request carries a body (by default a digest). */
   bodyRequiredHeaders: ReadonlyArray<readonly string[]>
   algorithms: ReadonlySet<Algorithm>
@@ -70,6 +72,10 @@ export function signatureParamsText (request: Pick<SignedRequest, 'signature' | 
 
 const MS = 1000
 
+export function requiredHeadersFor (policy: VerifyPolicy, method: string): VerifyPolicy['requiredHeaders'] {
+  return policy.requiredHeadersByMethod?.get(method) ?? policy.requiredHeaders
+}
+
 function checkCovered (required: VerifyPolicy['requiredHeaders'], covered: readonly string[]): void {
   for (const group of required) {
     if (!group.some((name) => covered.includes(name))) throw new HeaderNotCoveredError(group.join(' or '))
@@ -114,7 +120,7 @@ export function prepareVerification (request: SignedRequest, policy: VerifyPolic
   if (params.algorithm !== undefined && !(isAlgorithm(params.algorithm) && policy.algorithms.has(params.algorithm))) {
     throw new AlgorithmNotAllowedError(params.algorithm)
   }
-  checkCovered(policy.requiredHeaders, params.headers)
+  checkCovered(requiredHeadersFor(policy, request.method), params.headers)
   if (request.hasBody === true) checkCovered(policy.bodyRequiredHeaders, params.headers)
 
   const { signingString, values } = buildSigningString({

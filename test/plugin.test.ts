@@ -266,3 +266,54 @@ test('real HTTP on 127.0.0.1: raw repeated headers are joined as sent', async (t
   const unsigned = await send('/private', ['Host', host])
   t.equal(unsigned.status, 401)
 })
+
+test('requiredHeaders by method, with the challenge of the method', async (t) => {
+  const app = await build({ secretLoader: loader, requiredHeaders: { GET: ['(request-target)', 'host', 'date'], '*': [['(request-target)', 'digest'], 'date'] } }, (app) => {
+    app.delete('/private', { config: { cavage: 'required' } }, async (request) => request.cavage?.keyId)
+  })
+  t.equal((await app.inject({ url: '/private', headers: signedHeaders('/private', { headers: ['(request-target)', 'date'] }) })).json().code, 'FST_CAVAGE_HEADER_NOT_COVERED')
+  const del = await app.inject({ method: 'DELETE', url: '/private', headers: signedHeaders('/private', { headers: ['(request-target)', 'date'] }, 'DELETE') })
+  t.equal(del.statusCode, 200)
+  const unsigned = await app.inject({ method: 'DELETE', url: '/private' })
+  t.equal(unsigned.headers['www-authenticate'], 'Signature realm="fastify-cavage",headers="(request-target) date"')
+  t.equal((await app.inject({ url: '/private' })).headers['www-authenticate'], 'Signature realm="fastify-cavage",headers="(request-target) host date"')
+  // Without '*', other methods keep the default list.
+  const getOnly = await build({ secretLoader: loader, requiredHeaders: { get: ['date'] } }, (app) => {
+    app.delete('/private', { config: { cavage: 'required' } }, async () => 'ok')
+  })
+  t.equal((await getOnly.inject({ url: '/private', headers: signedHeaders('/private', { headers: ['date'] }) })).statusCode, 200)
+  t.equal((await getOnly.inject({ method: 'DELETE', url: '/private', headers: signedHeaders('/private', { headers: ['date'] }, 'DELETE') })).json().code, 'FST_CAVAGE_HEADER_NOT_COVERED')
+  // Many distinct methods do not grow the challenge cache without bound.
+  for (let i = 0; i < 70; i++) {
+    const response = await getOnly.inject({ method: 'DELETE', url: '/private', headers: signedHeaders('/private', { headers: ['date'] }, 'DELETE') })
+    t.equal(response.statusCode, 401)
+  }
+})
+
+test('a loader that hangs fails with 503 after loaderTimeout, and a late answer is ignored', async (t) => {
+  let release: (value: string) => void = () => {}
+  const app = await build({ secretLoader: () => new Promise<string>((resolve) => { release = resolve }), loaderTimeout: 50 })
+  const started = Date.now()
+  const response = await app.inject({ url: '/private', headers: signedHeaders('/private') })
+  t.equal(response.statusCode, 503)
+  t.equal(response.json().code, 'FST_CAVAGE_LOADER_TIMEOUT')
+  t.ok(Date.now() - started < 2000)
+  release('123456789')
+  const optional = await app.inject({ url: '/maybe', headers: signedHeaders('/maybe') })
+  t.match(optional.json(), { verified: false, reason: 'FST_CAVAGE_LOADER_TIMEOUT' })
+  // A rejection after the timeout is ignored too.
+  let fail: (err: Error) => void = () => {}
+  const rejecting = await build({ secretLoader: () => new Promise<string>((_resolve, reject) => { fail = reject }), loaderTimeout: 20 })
+  t.equal((await rejecting.inject({ url: '/private', headers: signedHeaders('/private') })).statusCode, 503)
+  fail(new Error('late'))
+  const waiting = await build({ secretLoader: async (keyId) => { await new Promise((resolve) => setTimeout(resolve, 30)); return SECRETS.get(keyId) }, loaderTimeout: 0 })
+  t.equal((await waiting.inject({ url: '/private', headers: signedHeaders('/private') })).statusCode, 200, '0 waits')
+  await t.rejects(async () => { await Fastify().register(cavagePlugin, { secretLoader: loader, loaderTimeout: -1 }) }, { message: /loaderTimeout/ })
+})
+
+test('limits are configurable', async (t) => {
+  const app = await build({ secretLoader: loader, limits: { maxKeyIdLength: 5 }, algorithms: ['hmac-sha256'] })
+  const response = await app.inject({ url: '/private', headers: signedHeaders('/private') })
+  t.equal(response.json().code, 'FST_CAVAGE_MALFORMED')
+  t.match(response.json().message, /keyId.*longer than 5/)
+})
