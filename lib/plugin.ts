@@ -288,7 +288,10 @@ async function cavagePlugin (fastify: FastifyInstance, options: CavagePluginOpti
       return loaderFailed(err)
     }
     if (!isThenable(material)) return complete(prepared, material)
-    if (loaderTimeout === 0) return void material.then((value) => complete(prepared, value), loaderFailed)
+    if (loaderTimeout === 0) {
+      material.then((value) => complete(prepared, value), loaderFailed)
+      return
+    }
     // A loader that hangs (a slow database, a remote key fetch) must not hang the request.
     let pending = true
     const timer = setTimeout(() => {
