@@ -13,8 +13,17 @@ import { completeVerification, prepareVerification, type PreparedVerification, t
 
 type Awaitable<T> = T | PromiseLike<T>
 
+type KeyLookup = (keyId: string, request: FastifyRequest) => Awaitable<KeyMaterial | null | undefined>
+
 /** Returns the key for a keyId, or null/undefined when the keyId is unknown. */
-export type SecretLoader = (keyId: string, request: FastifyRequest) => Awaitable<KeyMaterial | null | undefined>
+export interface SecretLoader extends KeyLookup {
+  /**
+   * Optional: called once when the loaded key did not verify the signature, for
+   * loaders that cache keys that may have been rotated (a remote key loader
+   * refetches). Returns a fresh key, or null. Rate-limit it: a forger controls when it runs.
+   */
+  refresh?: KeyLookup
+}
 
 export interface CavagePluginOptions extends PolicyOptions {
   secretLoader?: SecretLoader
@@ -236,11 +245,15 @@ async function cavagePlugin (fastify: FastifyInstance, options: CavagePluginOpti
       next()
     }
 
-    function complete (prepared: PreparedVerification, material: unknown): void {
+    function complete (prepared: PreparedVerification, material: unknown, load?: SecretLoader): void {
       let verified: VerifiedSignature
       try {
         verified = completeVerification(prepared, material, keys, route.policy)
       } catch (err) {
+        // A rotated key: ask the loader once for a fresh one (a remote key loader refetches).
+        if (load?.refresh !== undefined && (err as CavageError).code === 'FST_CAVAGE_BAD_SIGNATURE') {
+          return loadKey(load.refresh, (fresh) => complete(prepared, fresh))
+        }
         return reject(err, prepared)
       }
       let expected: readonly ExpectedDigest[] | undefined
@@ -280,31 +293,37 @@ async function cavagePlugin (fastify: FastifyInstance, options: CavagePluginOpti
       return reject(err)
     }
 
-    let material: unknown
-    try {
-      // onReady refused to start without a loader, and it can be replaced but not removed.
-      material = loader!(prepared.params.keyId, request)
-    } catch (err) {
-      return loaderFailed(err)
+    // onReady refused to start without a loader, and it can be replaced but not removed.
+    const load = loader!
+    loadKey(load, (material) => complete(prepared, material, load))
+
+    /** Calls a loader (sync or async), bounded by loaderTimeout, and hands the key on. */
+    function loadKey (fn: KeyLookup, then: (material: unknown) => void): void {
+      let material: unknown
+      try {
+        material = fn(prepared.params.keyId, request)
+      } catch (err) {
+        return loaderFailed(err)
+      }
+      if (!isThenable(material)) return then(material)
+      if (loaderTimeout === 0) {
+        material.then(then, loaderFailed)
+        return
+      }
+      // A loader that hangs (a slow database, a remote key fetch) must not hang the request.
+      let pending = true
+      const timer = setTimeout(() => {
+        pending = false
+        reject(new LoaderTimeoutError(), prepared)
+      }, loaderTimeout)
+      const first = <T>(fn: (value: T) => void) => (value: T): void => {
+        if (!pending) return
+        pending = false
+        clearTimeout(timer)
+        fn(value)
+      }
+      material.then(first(then), first(loaderFailed))
     }
-    if (!isThenable(material)) return complete(prepared, material)
-    if (loaderTimeout === 0) {
-      material.then((value) => complete(prepared, value), loaderFailed)
-      return
-    }
-    // A loader that hangs (a slow database, a remote key fetch) must not hang the request.
-    let pending = true
-    const timer = setTimeout(() => {
-      pending = false
-      reject(new LoaderTimeoutError(), prepared)
-    }, loaderTimeout)
-    const first = <T>(fn: (value: T) => void) => (value: T): void => {
-      if (!pending) return
-      pending = false
-      clearTimeout(timer)
-      fn(value)
-    }
-    material.then(first((value: unknown) => complete(prepared, value)), first(loaderFailed))
   })
 }
 

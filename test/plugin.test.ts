@@ -317,3 +317,19 @@ test('limits are configurable', async (t) => {
   t.equal(response.json().code, 'FST_CAVAGE_MALFORMED')
   t.match(response.json().message, /keyId.*longer than 5/)
 })
+
+test('a loader with refresh() gets one chance to replace a key that did not verify (rotation)', async (t) => {
+  let refreshes = 0
+  const rotating = Object.assign((keyId: string) => keyId === 'access_key_1' ? 'old secret' : null, {
+    refresh: async () => { refreshes++; return '123456789' }
+  })
+  const app = await build({ secretLoader: rotating })
+  t.equal((await app.inject({ url: '/private', headers: signedHeaders('/private') })).statusCode, 200)
+  t.equal(refreshes, 1)
+  const forged = await app.inject({ url: '/private', headers: signedHeaders('/private', { key: 'forged' }) })
+  t.equal(forged.json().code, 'FST_CAVAGE_BAD_SIGNATURE')
+  t.equal(refreshes, 2, 'once per request, never in a loop')
+  // Other failures never trigger a refresh.
+  await app.inject({ url: '/private', headers: signedHeaders('/private', { now: Date.now() - 3600_000 }) })
+  t.equal(refreshes, 2)
+})
