@@ -28,13 +28,16 @@ const HS2019_SCHEMES: Record<KeyKind, Scheme[]> = {
 }
 
 // Each legacy algorithm names its primitive, so it fits exactly one kind of key.
-const LEGACY: Record<Exclude<Algorithm, 'hs2019'>, { kind: KeyKind, scheme: Scheme }> = {
-  'hmac-sha256': { kind: 'hmac', scheme: 'hmac-sha256' },
-  'hmac-sha1': { kind: 'hmac', scheme: 'hmac-sha1' },
-  'rsa-sha256': { kind: 'rsa', scheme: 'rsa-pkcs1-sha256' },
-  'rsa-sha1': { kind: 'rsa', scheme: 'rsa-pkcs1-sha1' },
-  'ecdsa-sha256': { kind: 'ec-p256', scheme: 'ecdsa-sha256' }
+// (Arrays built once: schemesFor runs on every request.)
+const LEGACY: Record<Exclude<Algorithm, 'hs2019'>, { kind: KeyKind, schemes: readonly Scheme[] }> = {
+  'hmac-sha256': { kind: 'hmac', schemes: ['hmac-sha256'] },
+  'hmac-sha1': { kind: 'hmac', schemes: ['hmac-sha1'] },
+  'rsa-sha256': { kind: 'rsa', schemes: ['rsa-pkcs1-sha256'] },
+  'rsa-sha1': { kind: 'rsa', schemes: ['rsa-pkcs1-sha1'] },
+  'ecdsa-sha256': { kind: 'ec-p256', schemes: ['ecdsa-sha256'] }
 }
+const PSS_ONLY: readonly Scheme[] = ['rsa-pss-sha512']
+const PKCS1_ONLY: readonly Scheme[] = ['rsa-pkcs1-sha256']
 
 /** What a key verifies when the request names no algorithm and the loader pinned none. */
 const NATURAL_ALGORITHM: Record<KeyKind, Algorithm> = {
@@ -59,8 +62,8 @@ export function naturalAlgorithm (kind: KeyKind): Algorithm {
 
 /** The schemes to try for an algorithm and a key kind, most common first. */
 export function schemesFor (algorithm: Algorithm, kind: KeyKind, hs2019Rsa: Hs2019Rsa = 'both'): readonly Scheme[] {
-  if (algorithm !== 'hs2019') return [LEGACY[algorithm].scheme]
-  if (kind === 'rsa' && hs2019Rsa !== 'both') return [hs2019Rsa === 'pss' ? 'rsa-pss-sha512' : 'rsa-pkcs1-sha256']
+  if (algorithm !== 'hs2019') return LEGACY[algorithm].schemes
+  if (kind === 'rsa' && hs2019Rsa !== 'both') return hs2019Rsa === 'pss' ? PSS_ONLY : PKCS1_ONLY
   return HS2019_SCHEMES[kind]
 }
 

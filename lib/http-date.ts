@@ -32,8 +32,23 @@ function build (dayName: string, names: string[], day: string, month: string, ye
   return time
 }
 
+// Under load most requests carry a Date of the current second: remember the last one parsed.
+let lastValue = ''
+let lastTime: number | undefined
+
 /** Parses an HTTP-date strictly; returns milliseconds since the epoch, or undefined when it is not one. */
 export function parseHttpDate (value: string, now = Date.now()): number | undefined {
+  // RFC 850 dates depend on `now` (two-digit years), so only IMF-fixdate is remembered.
+  if (value === lastValue) return lastTime
+  const time = parseUncached(value, now)
+  if (time !== undefined && value.endsWith(' GMT') && value.charCodeAt(3) === 0x2c) {
+    lastValue = value
+    lastTime = time
+  }
+  return time
+}
+
+function parseUncached (value: string, now: number): number | undefined {
   let match = IMF_FIXDATE.exec(value)
   if (match !== null) {
     const [, dayName, day, month, year, hour, minute, second] = match as unknown as string[]

@@ -7,8 +7,8 @@ export interface SignatureParams {
   signature: string
   /** The `algorithm` parameter, lowercased; undefined when absent. */
   algorithm: string | undefined
-  /** The covered headers, lowercased, in signing order; the draft's default when `headers` is absent. */
-  headers: string[]
+  /** The covered headers, lowercased, in signing order; the draft's default when `headers` is absent. Shared: do not mutate. */
+  headers: readonly string[]
   /** The `created` / `expires` parameters as sent (their text is what `(created)` / `(expires)` sign). */
   created: string | undefined
   expires: string | undefined
@@ -57,6 +57,36 @@ function malformed (reason: string): never {
   throw new MalformedSignatureError(reason)
 }
 
+// qdtext = HTAB / SP / %x21 / %x23-5B / %x5D-7E / obs-text (the quote itself ends the slice checked).
+const QDTEXT = /^[\t\x20-\x7e\x80-\xff]*$/
+
+/** The slow path of a quoted-string, with quoted-pairs: returns the unescaped value and the index after the closing quote. */
+function quotedWithEscapes (input: string, start: number, name: string): [string, number] {
+  let i = start
+  let chunkStart = i
+  let value = ''
+  for (;;) {
+    if (i >= input.length) malformed(`unterminated quoted value for "${name}"`)
+    const c = input.charCodeAt(i)
+    if (c === DQUOTE) break
+    if (c === BACKSLASH) {
+      // quoted-pair = "\" ( HTAB / SP / VCHAR / obs-text )
+      if (!isQdtextOrQuote(input.charCodeAt(i + 1))) malformed(`bad escape in "${name}"`)
+      value += input.slice(chunkStart, i)
+      chunkStart = i + 1
+      i += 2
+      continue
+    }
+    if (!isQdtextOrQuote(c)) malformed(`control or non-latin1 character in "${name}"`)
+    i++
+  }
+  return [value + input.slice(chunkStart, i), i + 1]
+}
+
+function isQdtextOrQuote (c: number): boolean {
+  return c === HTAB || (c >= 0x20 && c !== 0x7f && c <= 0xff)
+}
+
 /**
  * Parses `#auth-param` (RFC 7235 §2.1): `token BWS "=" BWS ( token / quoted-string )`
  * separated by `OWS "," OWS`. Names are matched case-insensitively; a repeated name is
@@ -84,28 +114,17 @@ export function parseAuthParams (input: string): Map<string, string> {
     if (input.charCodeAt(i) === DQUOTE) {
       // quoted-string = DQUOTE *( qdtext / quoted-pair ) DQUOTE
       i++
-      let chunkStart = i
-      value = ''
-      for (;;) {
-        if (i >= length) malformed(`unterminated quoted value for "${name}"`)
-        const c = input.charCodeAt(i)
-        if (c === DQUOTE) break
-        if (c === BACKSLASH) {
-          const escaped = input.charCodeAt(i + 1)
-          if (!(escaped === HTAB || (escaped >= 0x20 && escaped !== 0x7f && escaped <= 0xff))) {
-            malformed(`bad escape in "${name}"`)
-          }
-          value += input.slice(chunkStart, i)
-          chunkStart = i + 1
-          i += 2
-          continue
-        }
-        // qdtext = HTAB / SP / %x21 / %x23-5B / %x5D-7E / obs-text
-        if (!(c === HTAB || (c >= 0x20 && c !== 0x7f && c <= 0xff))) malformed(`control or non-latin1 character in "${name}"`)
-        i++
+      // Fast path, the common case: no escape before the next quote.
+      const close = input.indexOf('"', i)
+      const plain = close === -1 ? undefined : input.slice(i, close)
+      if (plain !== undefined && !plain.includes('\\')) {
+        if (!QDTEXT.test(plain)) malformed(`control or non-latin1 character in "${name}"`)
+        value = plain
+        i = close + 1
+      } else {
+        // Escapes, or no closing quote (reported there).
+        [value, i] = quotedWithEscapes(input, i, name)
       }
-      value += input.slice(chunkStart, i)
-      i++
     } else {
       const valueStart = i
       while (i < length && isTchar(input.charCodeAt(i))) i++
@@ -130,12 +149,32 @@ const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$
 const INTEGER = /^\d{1,15}$/
 const DECIMAL = /^\d{1,15}(?:\.\d{1,9})?$/
 
+// Clients send the same `headers` value on every request: keep the last few parsed (frozen, shared).
+const coveredCache = new Map<string, readonly string[]>()
+const COVERED_CACHE_SIZE = 64
+
+function cachedCoveredHeaders (value: string, maxCoveredHeaders: number): readonly string[] {
+  const key = `${maxCoveredHeaders} ${value}`
+  let names = coveredCache.get(key)
+  if (names === undefined) {
+    names = Object.freeze(parseCoveredHeaders(value, maxCoveredHeaders))
+    if (coveredCache.size >= COVERED_CACHE_SIZE) coveredCache.delete(coveredCache.keys().next().value!)
+    coveredCache.set(key, names)
+  }
+  return names
+}
+
 /** Splits the `headers` parameter: lowercased names separated by spaces (draft-12 §2.1.6). */
 export function parseCoveredHeaders (value: string, maxCoveredHeaders: number): string[] {
-  const names = value.toLowerCase().split(' ').filter((name) => name !== '')
+  const names: string[] = []
+  for (const name of value.toLowerCase().split(' ')) {
+    if (name === '') continue
+    // A linear scan beats a Set for the handful of names a signature covers; the cap bounds it.
+    if (names.includes(name)) malformed('"headers" lists a header twice')
+    if (names.length === maxCoveredHeaders) malformed(`"headers" lists more than ${maxCoveredHeaders} entries`)
+    names.push(name)
+  }
   if (names.length === 0) malformed('"headers" is empty')
-  if (names.length > maxCoveredHeaders) malformed(`"headers" lists more than ${maxCoveredHeaders} entries`)
-  if (new Set(names).size !== names.length) malformed('"headers" lists a header twice')
   return names
 }
 
@@ -169,7 +208,7 @@ export function parseSignatureParams (input: string, limits: ParseLimits = DEFAU
   // Default Test keep the older `date` for every algorithm but hs2019.
   const headers = rawHeaders === undefined
     ? [algorithm === 'hs2019' ? '(created)' : 'date']
-    : parseCoveredHeaders(rawHeaders, limits.maxCoveredHeaders)
+    : cachedCoveredHeaders(rawHeaders, limits.maxCoveredHeaders)
 
   return { keyId, signature, algorithm, headers, created, expires }
 }

@@ -93,7 +93,8 @@ function verifiedState (signature: VerifiedSignature): CavageRequestState {
     verified: true,
     keyId: signature.keyId,
     algorithm: signature.algorithm,
-    headers: signature.headers,
+    // A copy: the parsed list is shared between requests.
+    headers: signature.headers.slice(),
     reason: null,
     created: signature.created,
     expires: signature.expires

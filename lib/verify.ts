@@ -56,7 +56,7 @@ export interface VerifiedSignature extends PreparedVerification {
   keyId: string
   /** The algorithm the signature was verified under (the parameter, or the key's). */
   algorithm: Algorithm
-  headers: string[]
+  headers: readonly string[]
   signatureBytes: Buffer
 }
 
@@ -167,7 +167,19 @@ export function completeVerification (prepared: PreparedVerification, material: 
     }
   }
   if (!valid) throw new BadSignatureError()
-  return { ...prepared, keyId: prepared.params.keyId, algorithm, headers: prepared.params.headers, signatureBytes }
+  // Spelled out: an object spread here cost several µs a request on Node 20 (seen in the bench profile).
+  return {
+    params: prepared.params,
+    signingString: prepared.signingString,
+    values: prepared.values,
+    created: prepared.created,
+    expires: prepared.expires,
+    validUntil: prepared.validUntil,
+    keyId: prepared.params.keyId,
+    algorithm,
+    headers: prepared.params.headers,
+    signatureBytes
+  }
 }
 
 export type KeyLoader<C> = (keyId: string, context: C) => unknown

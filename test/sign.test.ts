@@ -101,6 +101,8 @@ test('edge cases: cached keys, no headers, computed headers and expires without 
   t.throws(() => signRequest({ method: 'GET', url: '/no-host' }, { keyId: 'k', key: 's', now: NOW }), { code: 'FST_CAVAGE_HEADER_MISSING', message: /host/ })
   const emptyDigest = signRequest({ method: 'GET', url: 'http://h/' }, { keyId: 'k', key: 's', now: NOW, headers: ['digest'] })
   t.equal(emptyDigest.digest, `SHA-256=${createHash('sha256').update('').digest('base64')}`)
+  const emptyContentDigest = signRequest({ method: 'GET', url: 'http://h/' }, { keyId: 'k', key: 's', now: NOW, headers: ['content-digest'] })
+  t.equal(emptyContentDigest['content-digest'], `sha-256=:${createHash('sha256').update('').digest('base64')}:`)
   const expiresOnly = signRequest({ method: 'GET', url: 'http://h/' }, { keyId: 'k', key: 's', now: NOW, algorithm: 'hs2019', expiresIn: 10, headers: ['(expires)'] })
   t.match(expiresOnly.signature, `expires=${NOW / 1000 + 10},`)
 })
