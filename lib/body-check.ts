@@ -26,8 +26,8 @@ export function emptyBodyMatches (expected: readonly ExpectedDigest[]): boolean 
   return new BodyDigester(expected).matches()
 }
 
-export function awaitBody (request: FastifyRequest, pending: Omit<PendingBody, 'settled'>): void {
-  (request as WithPending)[kPendingBody] = { ...pending, settled: false }
+export function awaitBody (request: FastifyRequest, expected: readonly ExpectedDigest[], settle: PendingBody['settle']): void {
+  (request as WithPending)[kPendingBody] = { expected, settle, stream: undefined, settled: false }
 }
 
 /** Drains a body no parser read (e.g. a GET with a body), bounded by the route's bodyLimit. */

@@ -226,17 +226,14 @@ async function cavagePlugin (fastify: FastifyInstance, options: CavagePluginOpti
       if (expected === undefined) return accept(verified)
       if (!bodyFollows) return emptyBodyMatches(expected) ? accept(verified) : reject(new DigestMismatchError(), verified)
       request.cavage = failedState('FST_CAVAGE_DIGEST_PENDING')
-      awaitBody(request, {
-        expected,
-        settle (matches) {
-          if (matches) {
-            request.cavage = verifiedState(verified)
-            return
-          }
-          const err = new DigestMismatchError()
-          // Thrown from the body stream: Fastify answers with the error's 401.
-          if (refuse(err, verified)) throw err
+      awaitBody(request, expected, (matches) => {
+        if (matches) {
+          request.cavage = verifiedState(verified)
+          return
         }
+        const err = new DigestMismatchError()
+        // Thrown from the body stream: Fastify answers with the error's 401.
+        if (refuse(err, verified)) throw err
       })
       next()
     }
