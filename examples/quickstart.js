@@ -1,7 +1,7 @@
 // The Flask-Cavage quickstart, in Fastify: one open route, one that requires an
 // HTTP signature, then a real signed client: one accepted request and two refused.
 import Fastify from 'fastify'
-import cavagePlugin, { signRequest } from 'fastify-cavage'
+import cavagePlugin, { createSignedFetch } from 'fastify-cavage'
 
 // keyId -> shared secret, as the seed's secret_loader returned.
 const secrets = new Map([['access_key_1', '123456789']])
@@ -20,12 +20,15 @@ const address = await app.listen({ port: 0, host: '127.0.0.1' })
 console.log(`server listening on ${address}\n`)
 
 async function call (label, path, signing) {
-  const url = `${address}${path}`
-  const headers = signing ? signRequest({ method: 'GET', url }, signing) : {}
-  const response = await fetch(url, { headers })
+  let sent = new Headers()
+  // The fetch option lets the demo show the headers createSignedFetch added, as sent.
+  const client = signing
+    ? createSignedFetch({ ...signing, fetch: (input, init) => { sent = init.headers; return fetch(input, init) } })
+    : fetch
+  const response = await client(`${address}${path}`)
   console.log(`--- ${label}`)
   console.log(`GET ${path}`)
-  for (const [name, value] of Object.entries(headers)) console.log(`  ${name}: ${value}`)
+  for (const [name, value] of sent) console.log(`  ${name}: ${value}`)
   console.log(`=> ${response.status} ${response.headers.get('www-authenticate') ?? ''}`.trimEnd())
   console.log(`   ${await response.text()}\n`)
   return response.status

@@ -18,3 +18,4 @@ export { MemoryReplayStore, type MemoryReplayStoreOptions, type ReplayStore } fr
 export { RedisReplayStore, type RedisReplayStoreOptions, type RedisLike } from './replay-redis.js'
 export type { ReplayOptions } from './plugin.js'
 export { digestHeader, contentDigestHeader, parseDigest, parseContentDigest, type DigestAlgorithm } from './digest.js'
+export { createSignedFetch, prepareSignedFetch, type SignedFetchOptions, type SignedFetchCall, type FetchFunction } from './fetch.js'

@@ -49,6 +49,12 @@ function signingKeyKind (key: KeyObject): KeyKind {
   throw new TypeError(`key type ${String(type)} cannot sign HTTP signatures`)
 }
 
+function privateKeyFromPem (pem: string): KeyObject {
+  // OpenSSL's own message for this ("DECODER routines::unsupported") does not say what is wrong.
+  if (/^-----BEGIN (RSA )?PUBLIC KEY-----/.test(pem)) throw new TypeError('signRequest needs a private key or an HMAC secret, not a public key')
+  return createPrivateKey(pem)
+}
+
 const keyCache = new WeakMap<object, SigningKeyInfo>()
 
 function toSigningKey (material: SigningKey): SigningKeyInfo {
@@ -59,7 +65,7 @@ function toSigningKey (material: SigningKey): SigningKeyInfo {
   }
   let key: KeyObject
   if (material instanceof KeyObject) key = material
-  else if (typeof material === 'string') key = material.startsWith('-----BEGIN') ? createPrivateKey(material) : createSecretKey(Buffer.from(material, 'utf8'))
+  else if (typeof material === 'string') key = material.startsWith('-----BEGIN') ? privateKeyFromPem(material) : createSecretKey(Buffer.from(material, 'utf8'))
   else if (material instanceof Uint8Array) key = createSecretKey(material)
   else key = material.kty === 'oct' ? createSecretKey(Buffer.from(String(material.k), 'base64url')) : createPrivateKey({ key: material, format: 'jwk' })
   const info = { key, kind: signingKeyKind(key) }

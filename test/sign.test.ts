@@ -86,6 +86,7 @@ test('keys and algorithms that cannot sign are refused', async (t) => {
   const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 })
   const sign = (key: Parameters<typeof signRequest>[1]['key'], algorithm?: string) => signRequest({ method: 'GET', url: '/', headers: { host: 'h' } }, { keyId: 'k', key, now: NOW, algorithm: algorithm as never })
   t.throws(() => sign(rsa.publicKey), { message: /not a public key/ })
+  t.throws(() => sign(rsa.publicKey.export({ type: 'spki', format: 'pem' }).toString()), { message: /not a public key/ })
   t.throws(() => sign(generateKeyPairSync('ec', { namedCurve: 'P-384' }).privateKey), { message: /only P-256/ })
   t.throws(() => sign(generateKeyPairSync('x25519').privateKey), { message: /x25519 cannot sign/ })
   t.throws(() => sign(rsa.privateKey, 'hmac-sha256'), { message: /hmac-sha256 cannot be used with a rsa key/ })
