@@ -309,3 +309,19 @@ test('signatureCredentials: other schemes and malformed values give undefined', 
     t.equal(signatureCredentials(value), undefined, JSON.stringify(value))
   }
 })
+
+test('quoted values with escapes still refuse control characters', async (t) => {
+  t.throws(() => parseAuthParams('a="x\\"y\u0001z"'), { code: 'FST_CAVAGE_MALFORMED', message: /control/ })
+  t.same(Object.fromEntries(parseAuthParams('a="x\\"y z"')), { a: 'x"y z' })
+})
+
+test('the covered-header cache stays bounded and returns the same lists', async (t) => {
+  const sign = 'keyId="k",signature="AAAA",headers='
+  const first = parseSignatureParams(`${sign}"date host"`).headers
+  t.equal(parseSignatureParams(`${sign}"date host"`).headers, first, 'cached: the same frozen list')
+  t.ok(Object.isFrozen(first))
+  for (let i = 0; i < 100; i++) t.same(parseSignatureParams(`${sign}"date x-${i}"`).headers, ['date', `x-${i}`])
+  const again = parseSignatureParams(`${sign}"date host"`).headers
+  t.not(again, first, 'evicted, parsed anew')
+  t.same(again, first)
+})
