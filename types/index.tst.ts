@@ -1,7 +1,7 @@
 import Fastify, { type FastifyRequest } from 'fastify'
 import { generateKeyPairSync } from 'node:crypto'
 import { expect, test } from 'tstyche'
-import cavagePlugin, { type CavageRequestState, type SecretLoader, signRequest } from '../lib/index.js'
+import cavagePlugin, { type CavageRequestState, createSignedFetch, MemoryReplayStore, RedisReplayStore, type ReplayStore, type SecretLoader, signRequest } from '../lib/index.js'
 
 const app = Fastify()
 
@@ -44,4 +44,16 @@ test('request.cavage and the decorator', () => {
   expect(app.cavage.secretLoader('nope')).type.toRaiseError()
   expect(signRequest({ method: 'GET', url: '/' }, { keyId: 'k', key: 's' })).type.toBe<Record<string, string>>()
   expect(signRequest({ method: 'GET', url: '/' }, { key: 's' })).type.toRaiseError()
+})
+
+test('client and replay stores', () => {
+  const signedFetch = createSignedFetch({ keyId: 'access_key_1', key: '123456789' })
+  expect(signedFetch('https://api.example/x', { method: 'POST', body: '{}' })).type.toBe<Promise<Response>>()
+  expect(createSignedFetch({ keyId: 'k', key: 's', algorithm: 'md5' })).type.toRaiseError()
+  expect(new MemoryReplayStore({ maxEntries: 10 })).type.toBeAssignableTo<ReplayStore>()
+  expect(new RedisReplayStore({ url: 'redis://127.0.0.1', failOpen: true })).type.toBeAssignableTo<ReplayStore>()
+  expect(app.register(cavagePlugin, { replay: { store: new MemoryReplayStore() } })).type.not.toRaiseError()
+  expect(app.register(cavagePlugin, { replay: 'yes' })).type.toRaiseError()
+  expect(app.get('/r', { config: { cavage: { mode: 'required', replay: false, bodyRequiredHeaders: ['digest'] } } }, async () => 'ok')).type.not.toRaiseError()
+  expect(app.register(cavagePlugin, { requiredHeaders: { GET: ['host'], '*': ['date'] } })).type.not.toRaiseError()
 })
