@@ -19,3 +19,8 @@ export { RedisReplayStore, type RedisReplayStoreOptions, type RedisLike } from '
 export type { ReplayOptions } from './plugin.js'
 export { digestHeader, contentDigestHeader, parseDigest, parseContentDigest, type DigestAlgorithm } from './digest.js'
 export { createSignedFetch, prepareSignedFetch, type SignedFetchOptions, type SignedFetchCall, type FetchFunction } from './fetch.js'
+export { activityPub, activityPubPolicy } from './activitypub.js'
+export {
+  createRemoteKeyLoader, isPrivateAddress, RemoteKeyRefusedError, RemoteKeyInvalidError, RemoteKeyUnavailableError,
+  type RemoteKeyLoader, type RemoteKeyLoaderOptions, type RemoteKeyLoaderStats, type RemoteKeyError, type HostResolver, type ResolvedAddress
+} from './remote-key-loader.js'

@@ -272,6 +272,8 @@ async function cavagePlugin (fastify: FastifyInstance, options: CavagePluginOpti
     }
 
     function loaderFailed (err: unknown): void {
+      // A loader may say "cannot decide now" (a remote key it could not fetch): 503, fail closed, like a replay store.
+      if (isCavageError(err) && err.statusCode === 503) return reject(err)
       request.log.error({ err }, 'cavage: secretLoader failed')
       next(new LoaderFailedError(err instanceof Error ? err.message : String(err)))
     }

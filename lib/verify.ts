@@ -82,7 +82,7 @@ function checkCovered (required: VerifyPolicy['requiredHeaders'], covered: reado
   }
 }
 
-function checkTime (prepared: Pick<PreparedVerification, 'created' | 'expires'>, date: string | undefined, policy: VerifyPolicy, now: number): number {
+function checkTime (prepared: Pick<PreparedVerification, 'created' | 'expires'>, date: string | undefined, policy: VerifyPolicy, now: number, expiresSigned: boolean): number {
   const skew = policy.clockSkew * MS
   let anchor: number | undefined
   if (date !== undefined) {
@@ -102,7 +102,9 @@ function checkTime (prepared: Pick<PreparedVerification, 'created' | 'expires'>,
   if (prepared.expires !== null) {
     const expires = prepared.expires * MS
     if (now > expires + skew) throw new ExpiredSignatureError(`expires was ${Math.round((now - expires) / MS)}s ago`)
-    validUntil = Math.min(expires, signedAt + policy.maxValidity * MS) + skew
+    // draft-12 §2.1.5: an `expires` the signature does not cover is anyone's to change:
+    // it may shorten the window, never stretch it past Date/created + clockSkew.
+    validUntil = Math.min(expires, expiresSigned ? signedAt + policy.maxValidity * MS : signedAt) + skew
   }
   if (now > validUntil) throw new ExpiredSignatureError(`signed ${Math.round((now - signedAt) / MS)}s ago`)
   return validUntil
@@ -135,7 +137,7 @@ export function prepareVerification (request: SignedRequest, policy: VerifyPolic
 
   const created = params.created === undefined ? null : Number(params.created)
   const expires = params.expires === undefined ? null : Number(params.expires)
-  const validUntil = checkTime({ created, expires }, values.get('date'), policy, now)
+  const validUntil = checkTime({ created, expires }, values.get('date'), policy, now, params.headers.includes('(expires)'))
   return { params, signingString, values, created, expires, validUntil }
 }
 
