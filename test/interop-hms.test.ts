@@ -22,34 +22,15 @@
  *    header: a two-hour-old signature over `date` still verifies there; not here.
  *  - It does not hash the body; `(request-target)` is rebuilt from the URL (normalised).
  */
-import { createHash, generateKeyPairSync, type KeyObject } from 'node:crypto'
-import { createServer, request as httpRequest, type IncomingMessage } from 'node:http'
+import { type KeyObject } from 'node:crypto'
+import { createServer, request as httpRequest } from 'node:http'
 import { type AddressInfo } from 'node:net'
-import Fastify from 'fastify'
 import { cavage, createSigner, createVerifier, type VerifyingKey } from 'http-message-signatures'
 import { test, type Test } from 'tap'
-import cavagePlugin, { signRequest, type SignOptions } from '../lib/index.js'
+import { signRequest, type SignOptions } from '../lib/index.js'
+import { type Answer, collect, digestOf, ec, ed, ourServer, rsa, SECRET } from './helpers/interop.js'
 
-const SECRET = 'a shared secret, 32 bytes long!!'
-const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 })
-const ec = generateKeyPairSync('ec', { namedCurve: 'P-256' })
-const ed = generateKeyPairSync('ed25519')
-const publicPem = (key: KeyObject): string => key.export({ type: 'spki', format: 'pem' }) as string
-const digestOf = (body: string): string => `SHA-256=${createHash('sha256').update(body).digest('base64')}`
-
-const PUBLIC = new Map([['hmac', SECRET], ['rsa', publicPem(rsa.publicKey)], ['ec', publicPem(ec.publicKey)], ['ed', publicPem(ed.publicKey)]])
 const TARGET_HOST_DATE = ['@request-target', 'host', 'date']
-
-interface Answer {
-  status: number
-  json: Record<string, any>
-}
-
-async function collect (response: IncomingMessage): Promise<Answer> {
-  const chunks: Buffer[] = []
-  for await (const chunk of response) chunks.push(chunk as Buffer)
-  return { status: response.statusCode!, json: JSON.parse(Buffer.concat(chunks).toString('utf8')) }
-}
 
 async function send (port: number, method: string, path: string, headers: Record<string, string | string[]>, body?: string): Promise<Answer> {
   return await new Promise((resolve, reject) => {
@@ -59,18 +40,12 @@ async function send (port: number, method: string, path: string, headers: Record
   })
 }
 
-async function ourServer (t: Test): Promise<number> {
-  const app = Fastify()
-  await app.register(cavagePlugin, { secretLoader: (keyId) => PUBLIC.get(keyId) ?? null })
-  const echo = async (request: { cavage: unknown }) => request.cavage
+const ourTestServer = (t: Test): Promise<number> => ourServer(t, (app, echo) => {
   app.get('/resource', { config: { cavage: 'required' } }, echo)
   app.post('/resource', { config: { cavage: 'required' } }, echo)
   app.get('/created-only', { config: { cavage: { mode: 'required', requiredHeaders: ['(created)'] } } }, echo)
   app.get('/pkcs1-only', { config: { cavage: { mode: 'required', hs2019Rsa: 'pkcs1' } } }, echo)
-  await app.listen({ port: 0, host: '127.0.0.1' })
-  t.teardown(() => app.close())
-  return (app.server.address() as AddressInfo).port
-}
+})
 
 /** Signs with http-message-signatures' cavage.signMessage and sends the result. */
 async function theirRequest (port: number, key: KeyObject | string, alg: string, keyId: string, options: { fields?: string[], method?: string, path?: string, body?: string, headers?: Record<string, string> } = {}): Promise<Answer> {
@@ -115,7 +90,7 @@ async function ourRequest (port: number, options: SignOptions, path = '/resource
 }
 
 test('http-message-signatures signs, we verify: hmac-sha256, rsa-sha256, ecdsa-sha256 (P1363), hs2019 (PSS SHA-512)', async (t) => {
-  const port = await ourServer(t)
+  const port = await ourTestServer(t)
   const cases: Array<[string, KeyObject | string, string, string]> = [
     ['hmac-sha256', SECRET, 'hmac-sha256', 'hmac'],
     ['rsa-sha256', rsa.privateKey, 'rsa-v1_5-sha256', 'rsa'],
@@ -134,7 +109,7 @@ test('http-message-signatures signs, we verify: hmac-sha256, rsa-sha256, ecdsa-s
 })
 
 test('http-message-signatures signs a body with a Digest header it was given', async (t) => {
-  const port = await ourServer(t)
+  const port = await ourTestServer(t)
   const body = JSON.stringify({ hello: 'world' })
   const headers = { 'content-type': 'application/json', digest: digestOf(body) }
   const fields = [...TARGET_HOST_DATE, 'digest']
@@ -144,7 +119,7 @@ test('http-message-signatures signs a body with a Digest header it was given', a
 })
 
 test('http-message-signatures\' defaults and deviations, as we see them', async (t) => {
-  const port = await ourServer(t)
+  const port = await ourTestServer(t)
   // Default fields: (created) only.
   t.match(await theirRequest(port, rsa.privateKey, 'rsa-pss-sha512', 'rsa'), { status: 401, json: { code: 'FST_CAVAGE_HEADER_NOT_COVERED' } }, 'our default policy wants more')
   t.match(await theirRequest(port, rsa.privateKey, 'rsa-pss-sha512', 'rsa', { path: '/created-only' }), { status: 200, json: { verified: true, headers: ['(created)'] } }, 'hs2019 over (created): a route may accept it')
@@ -175,7 +150,7 @@ test('what http-message-signatures cannot verify from us: hs2019 as PKCS1 (the f
 
 test('http-message-signatures never checks Date: an old signature over date verifies there, not here', async (t) => {
   const theirs = await theirServer(t)
-  const ours = await ourServer(t)
+  const ours = await ourTestServer(t)
   const twoHoursAgo = Date.now() - 2 * 3600_000
   t.match(await ourRequest(theirs, { keyId: 'rsa', key: rsa.privateKey, now: twoHoursAgo }), { status: 200, json: { verified: true } })
   t.match(await ourRequest(ours, { keyId: 'rsa', key: rsa.privateKey, now: twoHoursAgo }), { status: 401, json: { code: 'FST_CAVAGE_EXPIRED' } })

@@ -21,13 +21,11 @@
  *  - Its verifier does not hash the body: a changed body under a signed Digest passes.
  *    Ours refuses it.
  */
-import { createHash, generateKeyPairSync, type KeyObject } from 'node:crypto'
 import { createServer, request as httpRequest, type ClientRequest, type IncomingMessage, type OutgoingHttpHeaders } from 'node:http'
 import { createRequire } from 'node:module'
-import { type AddressInfo } from 'node:net'
-import Fastify from 'fastify'
 import { test, type Test } from 'tap'
-import cavagePlugin, { signRequest, type SignOptions } from '../lib/index.js'
+import { signRequest, type SignOptions } from '../lib/index.js'
+import { type Answer, collect, digestOf, ec, ed, listen, ourServer, PUBLIC, privatePem, rsa, SECRET } from './helpers/interop.js'
 
 interface ParsedSignature {
   keyId: string
@@ -50,46 +48,14 @@ interface HttpSignature {
 }
 const httpSignature = createRequire(import.meta.url)('http-signature') as HttpSignature
 
-const SECRET = 'a shared secret, 32 bytes long!!'
-const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 })
-const ec = generateKeyPairSync('ec', { namedCurve: 'P-256' })
-const ed = generateKeyPairSync('ed25519')
-const privatePem = (key: KeyObject): string => key.export({ type: 'pkcs8', format: 'pem' }) as string
-const publicPem = (key: KeyObject): string => key.export({ type: 'spki', format: 'pem' }) as string
-const digestOf = (body: string): string => `SHA-256=${createHash('sha256').update(body).digest('base64')}`
-
-const PUBLIC = new Map([['hmac', SECRET], ['rsa', publicPem(rsa.publicKey)], ['ec', publicPem(ec.publicKey)], ['ed', publicPem(ed.publicKey)]])
 const TARGET_HOST_DATE = ['(request-target)', 'host', 'date']
 
-interface Answer {
-  status: number
-  json: Record<string, any>
-}
-
-async function collect (response: IncomingMessage): Promise<Answer> {
-  const chunks: Buffer[] = []
-  for await (const chunk of response) chunks.push(chunk as Buffer)
-  return { status: response.statusCode!, json: JSON.parse(Buffer.concat(chunks).toString('utf8')) }
-}
-
-async function listen (t: Test, server: { listen: (port: number, host: string, cb: () => void) => unknown, close: (cb: () => void) => unknown, address: () => unknown }): Promise<number> {
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())))
-  return (server.address() as AddressInfo).port
-}
-
 /** Our plugin, default options, echoing request.cavage. */
-async function ourServer (t: Test): Promise<number> {
-  const app = Fastify()
-  await app.register(cavagePlugin, { secretLoader: (keyId) => PUBLIC.get(keyId) ?? null })
-  const echo = async (request: { cavage: unknown }) => request.cavage
+const ourTestServer = (t: Test): Promise<number> => ourServer(t, (app, echo) => {
   app.get('/resource', { config: { cavage: 'required' } }, echo)
   app.post('/resource', { config: { cavage: 'required' } }, echo)
   app.get('/date-only', { config: { cavage: { mode: 'required', requiredHeaders: ['date'] } } }, echo)
-  await app.listen({ port: 0, host: '127.0.0.1' })
-  t.teardown(() => app.close())
-  return (app.server.address() as AddressInfo).port
-}
+})
 
 /** A request built with node:http and signed by joyent's `sign` before it is sent. */
 async function joyentRequest (port: number, options: JoyentSignOptions, request: { method?: string, path?: string, body?: string, headers?: OutgoingHttpHeaders } = {}): Promise<Answer> {
@@ -137,7 +103,7 @@ async function ourRequest (port: number, options: SignOptions, request: { method
 }
 
 test('joyent signs, we verify: hmac-sha256, rsa-sha256, ecdsa-sha256 (DER), Authorization or Signature header', async (t) => {
-  const port = await ourServer(t)
+  const port = await ourTestServer(t)
   const cases: Array<[string, JoyentSignOptions]> = [
     ['hmac-sha256', { keyId: 'hmac', key: SECRET, algorithm: 'hmac-sha256', headers: TARGET_HOST_DATE }],
     ['rsa-sha256', { keyId: 'rsa', key: privatePem(rsa.privateKey), headers: TARGET_HOST_DATE }],
@@ -153,7 +119,7 @@ test('joyent signs, we verify: hmac-sha256, rsa-sha256, ecdsa-sha256 (DER), Auth
 })
 
 test('joyent signs a body with a Digest header it was given; we check the digest against the body', async (t) => {
-  const port = await ourServer(t)
+  const port = await ourTestServer(t)
   const body = JSON.stringify({ amount: 10 })
   const headers = { 'content-type': 'application/json', digest: digestOf(body) }
   const options = { keyId: 'rsa', key: privatePem(rsa.privateKey), headers: [...TARGET_HOST_DATE, 'digest'] }
@@ -165,7 +131,7 @@ test('joyent signs a body with a Digest header it was given; we check the digest
 })
 
 test('joyent\'s defaults and deviations, as we see them', async (t) => {
-  const port = await ourServer(t)
+  const port = await ourTestServer(t)
   const rsaKey = privatePem(rsa.privateKey)
   // No `headers` option: only date is signed, and the parameter is left out (draft: then it means date, or (created) for hs2019).
   t.match(await joyentRequest(port, { keyId: 'rsa', key: rsaKey }), { status: 401, json: { code: 'FST_CAVAGE_HEADER_NOT_COVERED' } }, 'our default policy wants more')
@@ -211,7 +177,7 @@ test('what joyent refuses from a signer, and why our signer never sends it', asy
 
 test('joyent\'s verifier does not hash the body; ours does', async (t) => {
   const theirs = await joyentServer(t)
-  const ours = await ourServer(t)
+  const ours = await ourTestServer(t)
   const body = JSON.stringify({ amount: 10 })
   // Sign one body, send another of the same length.
   const send = async (port: number): Promise<Answer> => {

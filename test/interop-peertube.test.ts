@@ -18,14 +18,13 @@
  *    default `hs2019Rsa: 'pkcs1'`, not 'pss'.
  *  - Otherwise as joyent: no whitespace after commas, `algorithm` required, no body hashing.
  */
-import { createHash, generateKeyPairSync, type KeyObject } from 'node:crypto'
 import { createServer, request as httpRequest, type ClientRequest, type IncomingMessage, type OutgoingHttpHeaders } from 'node:http'
 import { createRequire } from 'node:module'
 import { type AddressInfo } from 'node:net'
-import Fastify from 'fastify'
 import { test, type Test } from 'tap'
 import { activityPub } from '../lib/activitypub.js'
-import cavagePlugin, { signRequest, type CavagePluginOptions, type SignOptions } from '../lib/index.js'
+import { signRequest, type CavagePluginOptions, type SignOptions } from '../lib/index.js'
+import { type Answer, collect, digestOf, ec, ed, ourServer, PUBLIC, privatePem, rsa, SECRET } from './helpers/interop.js'
 
 interface ParsedSignature {
   keyId: string
@@ -49,41 +48,17 @@ interface HttpSignature {
 }
 const httpSignature = createRequire(import.meta.url)('@peertube/http-signature') as HttpSignature
 
-const SECRET = 'a shared secret, 32 bytes long!!'
-const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 })
-const ec = generateKeyPairSync('ec', { namedCurve: 'P-256' })
-const ed = generateKeyPairSync('ed25519')
-const privatePem = (key: KeyObject): string => key.export({ type: 'pkcs8', format: 'pem' }) as string
-const publicPem = (key: KeyObject): string => key.export({ type: 'spki', format: 'pem' }) as string
-const digestOf = (body: string): string => `SHA-256=${createHash('sha256').update(body).digest('base64')}`
-
-const PUBLIC = new Map([['hmac', SECRET], ['rsa', publicPem(rsa.publicKey)], ['ec', publicPem(ec.publicKey)], ['ed', publicPem(ed.publicKey)]])
 // PeerTube's HTTP_SIGNATURE.HEADERS_TO_SIGN_WITHOUT_PAYLOAD / WITH_PAYLOAD.
 const WITHOUT_PAYLOAD = ['(request-target)', 'host', 'date']
 const WITH_PAYLOAD = [...WITHOUT_PAYLOAD, 'digest']
 
-interface Answer {
-  status: number
-  json: Record<string, any>
-}
-
-async function collect (response: IncomingMessage): Promise<Answer> {
-  const chunks: Buffer[] = []
-  for await (const chunk of response) chunks.push(chunk as Buffer)
-  return { status: response.statusCode!, json: JSON.parse(Buffer.concat(chunks).toString('utf8')) }
-}
-
-async function ourServer (t: Test, options: CavagePluginOptions = { secretLoader: (keyId) => PUBLIC.get(keyId) ?? null }): Promise<number> {
-  const app = Fastify()
-  await app.register(cavagePlugin, options)
-  app.addContentTypeParser('application/activity+json', { parseAs: 'string' }, (_request, body, done) => { done(null, JSON.parse(body as string)) })
-  const echo = async (request: { cavage: unknown }) => request.cavage
-  app.get('/resource', { config: { cavage: 'required' } }, echo)
-  app.post('/inbox', { config: { cavage: 'required' } }, echo)
-  app.get('/pss-only', { config: { cavage: { mode: 'required', hs2019Rsa: 'pss' } } }, echo)
-  await app.listen({ port: 0, host: '127.0.0.1' })
-  t.teardown(() => app.close())
-  return (app.server.address() as AddressInfo).port
+async function ourTestServer (t: Test, options?: CavagePluginOptions): Promise<number> {
+  return ourServer(t, (app, echo) => {
+    app.addContentTypeParser('application/activity+json', { parseAs: 'string' }, (_request, body, done) => { done(null, JSON.parse(body as string)) })
+    app.get('/resource', { config: { cavage: 'required' } }, echo)
+    app.post('/inbox', { config: { cavage: 'required' } }, echo)
+    app.get('/pss-only', { config: { cavage: { mode: 'required', hs2019Rsa: 'pss' } } }, echo)
+  }, options)
 }
 
 async function peertubeRequest (port: number, options: PeerTubeSignOptions, request: { method?: string, path?: string, body?: string, headers?: OutgoingHttpHeaders } = {}): Promise<Answer> {
@@ -130,7 +105,7 @@ async function ourRequest (port: number, options: SignOptions, request: { method
 }
 
 test('PeerTube signs, we verify: rsa-sha256, hmac-sha256, ecdsa-sha256, and hs2019 with RSA and Ed25519', async (t) => {
-  const port = await ourServer(t)
+  const port = await ourTestServer(t)
   const cases: Array<[string, PeerTubeSignOptions]> = [
     ['rsa-sha256', { keyId: 'rsa', key: privatePem(rsa.privateKey), algorithm: 'rsa-sha256', headers: WITHOUT_PAYLOAD }],
     ['hmac-sha256', { keyId: 'hmac', key: SECRET, algorithm: 'hmac-sha256', headers: WITHOUT_PAYLOAD }],
@@ -146,19 +121,19 @@ test('PeerTube signs, we verify: rsa-sha256, hmac-sha256, ecdsa-sha256, and hs20
 })
 
 test('PeerTube\'s hs2019 with RSA is PKCS1-v1_5 SHA-256: a route that only takes the draft\'s PSS refuses it', async (t) => {
-  const port = await ourServer(t)
+  const port = await ourTestServer(t)
   const options = { keyId: 'rsa', key: privatePem(rsa.privateKey), headers: WITHOUT_PAYLOAD, hideAlgorithm: true }
   t.match(await peertubeRequest(port, options, { path: '/pss-only' }), { status: 401, json: { code: 'FST_CAVAGE_BAD_SIGNATURE' } })
 })
 
 test('PeerTube\'s hs2019 with a P-256 key is ECDSA SHA-256; the draft (and we) read it as SHA-512', async (t) => {
-  const port = await ourServer(t)
+  const port = await ourTestServer(t)
   const answer = await peertubeRequest(port, { keyId: 'ec', key: privatePem(ec.privateKey), headers: WITHOUT_PAYLOAD, hideAlgorithm: true })
   t.match(answer, { status: 401, json: { code: 'FST_CAVAGE_BAD_SIGNATURE' } })
 })
 
 test('a PeerTube inbox delivery (Signature header, digest signed) passes the ActivityPub preset', async (t) => {
-  const port = await ourServer(t, activityPub({ secretLoader: (keyId) => PUBLIC.get(keyId) ?? null }))
+  const port = await ourTestServer(t, activityPub({ secretLoader: (keyId) => PUBLIC.get(keyId) ?? null }))
   const body = JSON.stringify({ type: 'View', actor: 'https://peertube.example/accounts/peertube' })
   const headers = { 'content-type': 'application/activity+json', digest: digestOf(body) }
   for (const hideAlgorithm of [false, true]) {
