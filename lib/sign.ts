@@ -78,11 +78,15 @@ function quote (value: string): string {
   return `"${value.replace(/["\\]/g, '\\$&')}"`
 }
 
+// RFC 3986 §3.1: scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )
+const ABSOLUTE_URL = /^[A-Za-z][A-Za-z0-9+.-]*:\/\//
+
 /** Splits an absolute URL into authority and path+query without normalising the path (it is signed as sent). */
 function splitUrl (url: string): { authority: string | undefined, target: string } {
-  const schemeEnd = url.indexOf('://')
-  if (schemeEnd < 0) return { authority: undefined, target: url }
-  const rest = url.slice(schemeEnd + 3)
+  // Absolute only when it starts with a scheme: a query may well contain "://" (?next=https://...).
+  const scheme = ABSOLUTE_URL.exec(url)
+  if (scheme === null) return { authority: undefined, target: url }
+  const rest = url.slice(scheme[0].length)
   const pathStart = rest.search(/[/?#]/)
   const authority = pathStart < 0 ? rest : rest.slice(0, pathStart)
   let target = pathStart < 0 ? '/' : rest.slice(pathStart)

@@ -107,3 +107,10 @@ test('edge cases: cached keys, no headers, computed headers and expires without 
   const expiresOnly = signRequest({ method: 'GET', url: 'http://h/' }, { keyId: 'k', key: 's', now: NOW, algorithm: 'hs2019', expiresIn: 10, headers: ['(expires)'] })
   t.match(expiresOnly.signature, `expires=${NOW / 1000 + 10},`)
 })
+
+test('a relative URL whose query holds "://" is not taken for an absolute one', async (t) => {
+  const added = signRequest({ method: 'GET', url: '/login?next=https://example.org/inbox', headers: { host: 'h' } }, { keyId: 'k', key: 's', now: NOW })
+  const expected = createHmac('sha256', 's').update(`(request-target): get /login?next=https://example.org/inbox\nhost: h\ndate: ${added.date}`).digest('base64')
+  t.match(added.signature, `signature="${expected}"`)
+  t.equal(added.host, undefined)
+})
