@@ -52,6 +52,8 @@ export const LoaderTimeoutError = clientError('FST_CAVAGE_LOADER_TIMEOUT', 'The 
 export const LoaderFailedError = createError<'FST_CAVAGE_LOADER_FAILED', number, [string?]>('FST_CAVAGE_LOADER_FAILED', 'The secret loader failed: %s', 500)
 /** The secret loader returned something that is not usable key material. */
 export const InvalidKeyError = createError<'FST_CAVAGE_INVALID_KEY', number, [string?]>('FST_CAVAGE_INVALID_KEY', 'The secret loader returned an unusable key: %s', 500)
+/** Something other than an Error was thrown on the verification path (a loader, a store, a key object): a server fault. */
+export const VerificationFaultError = createError<'FST_CAVAGE_FAULT', number, [string?]>('FST_CAVAGE_FAULT', 'Signature verification failed unexpectedly: %s', 500)
 /** No secret loader was configured. */
 export const NoLoaderError = createError('FST_CAVAGE_NO_LOADER', 'No secretLoader configured: pass one in the options or call fastify.cavage.secretLoader(fn)', 500)
 /** Plugin or route options are invalid (thrown at registration, never per request). */

@@ -3,7 +3,7 @@ import fp from 'fastify-plugin'
 import { type Algorithm } from './algorithms.js'
 import { addBodyHooks, awaitBody, emptyBodyMatches, hasBody } from './body-check.js'
 import { coveredDigests, type ExpectedDigest } from './digest.js'
-import { type CavageError, DigestMismatchError, InvalidOptionError, isCavageError, LoaderFailedError, LoaderTimeoutError, NoLoaderError, ReplayedSignatureError } from './errors.js'
+import { type CavageError, DigestMismatchError, InvalidOptionError, isCavageError, LoaderFailedError, LoaderTimeoutError, NoLoaderError, ReplayedSignatureError, VerificationFaultError } from './errors.js'
 import { KeyCache, type KeyMaterial } from './keys.js'
 import { buildLimits, buildPolicy, buildRoutePolicy, type CavageRouteConfig, type PolicyOptions, type RoutePolicy } from './options.js'
 import { type ParseLimits } from './parse.js'
@@ -215,7 +215,8 @@ async function cavagePlugin (fastify: FastifyInstance, options: CavagePluginOpti
     function reject (err: unknown, prepared?: PreparedVerification): void {
       if (!isCavageError(err) || (err.statusCode !== 401 && err.statusCode !== 503)) {
         request.log.error({ err }, 'cavage: cannot verify signatures')
-        return next(err as Error)
+        // next(null) or next(undefined) would let the request through: never pass a non-error on.
+        return next(err instanceof Error ? err : new VerificationFaultError(String(err)))
       }
       if (refuse(err, prepared)) next(err)
       else next()
@@ -265,7 +266,8 @@ async function cavagePlugin (fastify: FastifyInstance, options: CavagePluginOpti
       // Remembered only once verified, so garbage cannot fill the store, and for
       // the whole window in which the signature would verify again.
       const ttl = Math.max(1, verified.validUntil - Date.now())
-      replay.store().checkAndRemember(replayId(verified.keyId, verified.signatureBytes), ttl).then(
+      // Promise.resolve().then: a store that throws synchronously is a rejection too.
+      Promise.resolve().then(() => replay.store().checkAndRemember(replayId(verified.keyId, verified.signatureBytes), ttl)).then(
         (firstUse) => firstUse ? checkBody(verified, expected) : reject(new ReplayedSignatureError(), verified),
         (err: unknown) => reject(err, verified)
       )
@@ -306,8 +308,10 @@ async function cavagePlugin (fastify: FastifyInstance, options: CavagePluginOpti
         return loaderFailed(err)
       }
       if (!isThenable(material)) return then(material)
+      // Promise.resolve adopts the thenable safely: a `then` that throws becomes a rejection.
+      const promise = Promise.resolve(material)
       if (loaderTimeout === 0) {
-        material.then(then, loaderFailed)
+        promise.then(then, loaderFailed)
         return
       }
       // A loader that hangs (a slow database, a remote key fetch) must not hang the request.
@@ -322,7 +326,7 @@ async function cavagePlugin (fastify: FastifyInstance, options: CavagePluginOpti
         clearTimeout(timer)
         fn(value)
       }
-      material.then(first(then), first(loaderFailed))
+      promise.then(first(then), first(loaderFailed))
     }
   })
 }
