@@ -22,6 +22,7 @@ const QUICK = process.argv.includes('--quick')
 const WARMUP_MS = QUICK ? 50 : 200
 const ROUND_MS = QUICK ? 60 : 200
 const ROUNDS = QUICK ? 3 : 7
+const INJECTS_PER_ROUND = 500
 const TARGET = 3
 const NODE_MAX_HEADER_SIZE = 16 * 1024
 const NODE_MAX_HEADERS_COUNT = 2000
@@ -63,10 +64,11 @@ function parseParams (header) {
 }
 
 /** Fills an unknown (ignored, but parsed) parameter so the header is exactly the cap long. */
-function fillTo (header, length, escaped = false) {
+function fillTo (header, length, escaped = false, pairs = Infinity) {
   const room = length - header.length - ',x=""'.length
   if (room <= 0) return header
-  const filler = escaped ? '\\a'.repeat(Math.floor(room / 2)) : 'a'.repeat(room)
+  const escapes = escaped ? Math.min(pairs, Math.floor(room / 2)) : 0
+  const filler = '\\a'.repeat(escapes) + 'a'.repeat(room - 2 * escapes)
   return `${header},x="${filler}"`
 }
 
@@ -74,7 +76,7 @@ function fillTo (header, length, escaped = false) {
  * One request: method, target, header fields (arrays for repeated ones) and the
  * keyId the loader knows it by.
  */
-function build (name, kind, { keyId = NORMAL_KEY_ID, fields = {}, covered = [], signatureLength, hs2019 = false, fill = false, escapes = false } = {}) {
+function build (name, kind, { keyId = NORMAL_KEY_ID, fields = {}, covered = [], signatureLength, hs2019 = false, fill = false, escapes = false, pairs } = {}) {
   const headers = { host: HOST, accept: 'application/activity+json', 'user-agent': 'worst-case-bench/1.0', ...fields }
   const { sign, algorithm } = KINDS[kind]
   const signed = signRequest({ method: 'GET', url: '/inbox', headers }, {
@@ -83,8 +85,8 @@ function build (name, kind, { keyId = NORMAL_KEY_ID, fields = {}, covered = [], 
   const params = parseParams(signed.signature)
   // A signature of the longest length allowed: it cannot verify, but everything before the crypto runs.
   if (signatureLength !== undefined) params.signature = randomBytes(Math.floor(signatureLength / 4) * 3).toString('base64')
-  let header = signatureHeader(params, { escapeKeyId: escapes })
-  if (fill) header = fillTo(header, LIMITS.maxHeaderLength, escapes)
+  let header = signatureHeader(params, { escapeKeyId: escapes && pairs === undefined })
+  if (fill) header = fillTo(header, LIMITS.maxHeaderLength, escapes, pairs)
   if (header.length > LIMITS.maxHeaderLength) throw new Error(`${name}: Signature header is ${header.length} > ${LIMITS.maxHeaderLength}`)
   const all = { ...headers, date: signed.date, signature: header }
   const rawHeaders = []
@@ -124,6 +126,8 @@ function cases (kind) {
     build(`Signature header at its cap (${LIMITS.maxHeaderLength})`, kind, { fill: true }),
     build(`${LIMITS.maxCoveredHeaders} covered fields, long values`, kind, { fields: wide, covered: Object.keys(wide) }),
     build('quoted-pairs: filler all escaped', kind, { fill: true, escapes: true }),
+    // What a parser that bounds quoted-pairs (a proposal: 64 per header) still has to do.
+    build('quoted-pairs: 64, rest plain', kind, { fill: true, escapes: true, pairs: 64 }),
     // A covered field repeated as often as allowed (Node's 16 KB head, or the cap): joined per draft-12 §2.3.
     build(`${REPEATS} repeated covered fields`, kind, { fields: repeatedFields(REPEATS), covered: ['x-r'] }),
     // Many uncovered fields (short names, so that they fit in 16 KB): each is still looked at.
@@ -140,13 +144,13 @@ function cases (kind) {
   ]
 }
 
-/** Nanoseconds per call over one timed run of about `ms` milliseconds. */
-async function timed (fn, ms) {
+/** Nanoseconds per call over one timed run of about `ms` milliseconds (and at most maxCalls calls). */
+async function timed (fn, ms, maxCalls = Infinity) {
   let calls = 0
   const started = process.hrtime.bigint()
   const deadline = started + BigInt(Math.round(ms * 1e6))
   let now = started
-  while (now < deadline) {
+  while (now < deadline && calls < maxCalls) {
     for (let i = 0; i < 10; i++) await fn()
     calls += 10
     now = process.hrtime.bigint()
@@ -161,11 +165,11 @@ async function timed (fn, ms) {
  */
 async function measureAll (tasks, beforeRound) {
   await beforeRound()
-  for (const task of tasks) await timed(task.fn, WARMUP_MS)
+  for (const task of tasks) await timed(task.fn, WARMUP_MS, task.maxCalls)
   const best = tasks.map(() => Infinity)
   for (let round = 0; round < ROUNDS; round++) {
     await beforeRound()
-    for (let i = 0; i < tasks.length; i++) best[i] = Math.min(best[i], await timed(tasks[i].fn, ROUND_MS))
+    for (let i = 0; i < tasks.length; i++) best[i] = Math.min(best[i], await timed(tasks[i].fn, ROUND_MS, tasks[i].maxCalls))
   }
   return best
 }
@@ -190,8 +194,8 @@ async function main () {
     const loader = (keyId) => keys.get(keyId) ?? null
     const cache = new KeyCache()
     // Fastify 5.12 / light-my-request 6.8 keep ~9 KB per injected request while the instance
-    // lives when one headers object is passed to every inject() (no plugin needed to see it):
-    // each call gets its own copy, and each round a fresh instance.
+    // lives (no plugin needed to see it): each round gets a fresh instance, and inject()
+    // runs a bounded number of times per round.
     const current = { app: undefined }
     const freshApp = async () => {
       await current.app?.close()
@@ -216,8 +220,8 @@ async function main () {
       kindRows.push({ ...c, coreOutcome: outcome(core), status: response.statusCode, code: response.statusCode === 200 ? '' : response.json().code })
       tasks.push(
         { fn: () => { try { core() } catch {} } },
-        { fn: () => current.app.inject({ method: 'GET', url: '/inbox', headers: { ...c.headers } }) },
-        { fn: () => current.app.inject({ method: 'GET', url: '/plain', headers: { ...c.headers } }) }
+        { fn: () => current.app.inject({ method: 'GET', url: '/inbox', headers: { ...c.headers } }), maxCalls: INJECTS_PER_ROUND },
+        { fn: () => current.app.inject({ method: 'GET', url: '/plain', headers: { ...c.headers } }), maxCalls: INJECTS_PER_ROUND }
       )
     }
     process.stderr.write(`${kind}: timing ${tasks.length} pairs, ${ROUNDS} interleaved rounds\n`)
@@ -230,7 +234,7 @@ async function main () {
     '| key | request | head bytes / fields | Signature chars | outcome | core µs | core ratio | plugin µs | plugin ratio | plain route µs | plugin - plain µs | its ratio |',
     '|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|'
   ]
-  let worst = { ratio: 0 }
+  const worst = { core: { ratio: 0 }, plugin: { ratio: 0 } }
   const us = (ns) => (ns / 1000).toFixed(1)
   for (const row of rows) {
     const normal = rows.find((r) => r.kind === row.kind && r.name === 'normal')
@@ -239,16 +243,21 @@ async function main () {
     // The plugin's own share: the protected route minus the same request on a plain route.
     const share = Math.max(0, row.pluginNs - row.plainNs)
     const shareRatio = share / Math.max(1000, normal.pluginNs - normal.plainNs)
-    for (const [path, ratio] of [['core', coreRatio], ['plugin', pluginRatio]]) {
-      if (ratio > worst.ratio) worst = { ratio, path, row }
-    }
+    if (coreRatio > worst.core.ratio) worst.core = { ratio: coreRatio, row }
+    if (pluginRatio > worst.plugin.ratio) worst.plugin = { ratio: pluginRatio, row }
     lines.push(`| ${row.kind} | ${row.name} | ${row.headSize} / ${row.fields} | ${row.signatureHeaderLength} | ${row.coreOutcome === 'verified' ? 'verified' : row.coreOutcome.replace('FST_CAVAGE_', '')}, ${row.status} | ` +
       `${us(row.coreNs)} | ${coreRatio.toFixed(2)}x | ${us(row.pluginNs)} | ${pluginRatio.toFixed(2)}x | ${us(row.plainNs)} | ${us(share)} | ${shareRatio.toFixed(2)}x |`)
   }
   console.log(lines.join('\n'))
-  const verdict = worst.ratio <= TARGET ? 'within' : 'OVER'
-  console.log(`\nworst: ${worst.ratio.toFixed(2)}x (${worst.row.kind}, ${worst.row.name}, ${worst.path}) - ${verdict} the ${TARGET}x target`)
-  const expectedOutcomes = rows.every((row) => row.name.includes('bad') ? row.coreOutcome === 'FST_CAVAGE_BAD_SIGNATURE' && row.status === 401 : row.coreOutcome === 'verified' && row.status === 200)
+  // The verdict is on the verification core: what this library does with the request. The
+  // whole-request ratio also counts Fastify's own per-field work (see the plain route column).
+  const verdict = worst.core.ratio <= TARGET ? 'within' : 'OVER'
+  console.log(`\nworst, verification core: ${worst.core.ratio.toFixed(2)}x (${worst.core.row.kind}, ${worst.core.row.name}) - ${verdict} the ${TARGET}x target`)
+  console.log(`worst, whole request through app.inject: ${worst.plugin.ratio.toFixed(2)}x (${worst.plugin.row.kind}, ${worst.plugin.row.name}; the same request costs ${us(worst.plugin.row.plainNs)} µs on a route without verification)`)
+  // A parser that bounds quoted-pairs refuses the all-escaped requests early: a cheap outcome, and a fair one.
+  const expectedOutcomes = rows.every((row) => row.name.includes('bad')
+    ? row.coreOutcome === 'FST_CAVAGE_BAD_SIGNATURE' && row.status === 401
+    : (row.coreOutcome === 'verified' && row.status === 200) || (row.name.includes('all escaped') && row.coreOutcome === 'FST_CAVAGE_MALFORMED'))
   if (!expectedOutcomes) {
     console.log('some request did not reach the outcome it was built for (see the outcome column): the measurement is not of the worst case')
     process.exitCode = 1
