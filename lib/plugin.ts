@@ -3,7 +3,7 @@ import fp from 'fastify-plugin'
 import { type Algorithm } from './algorithms.js'
 import { addBodyHooks, awaitBody, emptyBodyMatches, hasBody } from './body-check.js'
 import { coveredDigests, type ExpectedDigest } from './digest.js'
-import { type CavageError, DigestMismatchError, InvalidOptionError, isCavageError, LoaderFailedError, LoaderTimeoutError, NoLoaderError, ReplayedSignatureError, VerificationFaultError } from './errors.js'
+import { type CavageError, DigestMismatchError, HeaderNotCoveredError, InvalidOptionError, isCavageError, LoaderFailedError, LoaderTimeoutError, NoLoaderError, ReplayedSignatureError, VerificationFaultError } from './errors.js'
 import { KeyCache, type KeyMaterial } from './keys.js'
 import { buildLimits, buildPolicy, buildRoutePolicy, type CavageRouteConfig, type PolicyOptions, type RoutePolicy } from './options.js'
 import { type ParseLimits } from './parse.js'
@@ -263,11 +263,13 @@ async function cavagePlugin (fastify: FastifyInstance, options: CavagePluginOpti
         return reject(err, verified)
       }
       if (!(route.replay ?? replay.enabled)) return checkBody(verified, expected)
+      // With no signed time a signature verifies forever, but the store keeps it for clockSkew only.
+      if (verified.created === null && !verified.values.has('date')) return reject(new HeaderNotCoveredError('date or (created), needed for replay protection'), verified)
       // Remembered only once verified, so garbage cannot fill the store, and for
       // the whole window in which the signature would verify again.
       const ttl = Math.max(1, verified.validUntil - Date.now())
       // Promise.resolve().then: a store that throws synchronously is a rejection too.
-      Promise.resolve().then(() => replay.store().checkAndRemember(replayId(verified.keyId, verified.signatureBytes), ttl)).then(
+      Promise.resolve().then(() => replay.store().checkAndRemember(replayId(verified.keyId, verified.signingString), ttl)).then(
         (firstUse) => firstUse ? checkBody(verified, expected) : reject(new ReplayedSignatureError(), verified),
         (err: unknown) => reject(err, verified)
       )
@@ -302,12 +304,15 @@ async function cavagePlugin (fastify: FastifyInstance, options: CavagePluginOpti
     /** Calls a loader (sync or async), bounded by loaderTimeout, and hands the key on. */
     function loadKey (fn: KeyLookup, then: (material: unknown) => void): void {
       let material: unknown
+      let async: boolean
       try {
         material = fn(prepared.params.keyId, request)
+        // Reading `then` runs code too (a getter): inside the try.
+        async = isThenable(material)
       } catch (err) {
         return loaderFailed(err)
       }
-      if (!isThenable(material)) return then(material)
+      if (!async) return then(material)
       // Promise.resolve adopts the thenable safely: a `then` that throws becomes a rejection.
       const promise = Promise.resolve(material)
       if (loaderTimeout === 0) {

@@ -142,10 +142,12 @@ export class MemoryReplayStore implements ReplayStore {
 }
 
 /**
- * The replay identity of a verified signature: keyId and the signature's bytes
- * (not its text, which lenient base64 could spell several ways), hashed to a
- * fixed size so a long keyId cannot bloat the store.
+ * The replay identity of a verified signature: keyId and the signing string, the
+ * content the signature vouches for. Not the signature bytes: ECDSA signatures are
+ * malleable ((r, s) and (r, n - s), DER or raw r||s all verify), so a captured
+ * request could be replayed with a respelled signature. Hashed to a fixed size so
+ * a long keyId or signing string cannot bloat the store.
  */
-export function replayId (keyId: string, signature: Buffer): string {
-  return createHash('sha256').update(keyId).update('\0').update(signature).digest('base64url')
+export function replayId (keyId: string, signingString: string): string {
+  return createHash('sha256').update(keyId).update('\0').update(signingString).digest('base64url')
 }
