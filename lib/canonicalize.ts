@@ -16,6 +16,8 @@ export interface SigningInput {
   algorithm: string | undefined
   created: string | undefined
   expires: string | undefined
+  /** Field lines of one covered name read at most; more is refused (the verifier sets it from its limits). */
+  maxFieldLines?: number
 }
 
 export interface SigningString {
@@ -53,14 +55,23 @@ const LEGACY_ALGORITHM = /^(?:rsa|hmac|ecdsa)/
  * Node's `request.headers` merges some repeated fields with other separators
  * and drops others, so only the raw list is faithful.
  */
-export function collectHeaderValues (rawHeaders: readonly string[], covered: ReadonlySet<string>): Map<string, string> {
+export function collectHeaderValues (rawHeaders: readonly string[], covered: ReadonlySet<string>, maxFieldLines = Infinity): Map<string, string> {
   const values = new Map<string, string>()
+  let lines: Map<string, number> | undefined
   for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
     const name = rawHeaders[i]!.toLowerCase()
     if (!covered.has(name)) continue
     const value = canonicalValue(rawHeaders[i + 1]!)
     const previous = values.get(name)
-    values.set(name, previous === undefined ? value : `${previous}, ${value}`)
+    if (previous === undefined) {
+      values.set(name, value)
+      continue
+    }
+    lines ??= new Map()
+    const count = (lines.get(name) ?? 1) + 1
+    if (count > maxFieldLines) throw new MalformedSignatureError(`"${name}" is sent in more than ${maxFieldLines} field lines`)
+    lines.set(name, count)
+    values.set(name, `${previous}, ${value}`)
   }
   return values
 }
@@ -68,7 +79,7 @@ export function collectHeaderValues (rawHeaders: readonly string[], covered: Rea
 /** Builds the signing string of draft-12 §2.3. Throws when a covered header is absent. */
 export function buildSigningString (input: SigningInput): SigningString {
   const covered = new Set(input.coveredHeaders)
-  const values = collectHeaderValues(input.rawHeaders, covered)
+  const values = collectHeaderValues(input.rawHeaders, covered, input.maxFieldLines)
   // HTTP/2 carries the host in the :authority pseudo-header instead.
   if (covered.has('host') && !values.has('host')) {
     const authority = collectHeaderValues(input.rawHeaders, new Set([':authority'])).get(':authority')

@@ -22,14 +22,18 @@ export interface ParseLimits {
   maxKeyIdLength: number
   /** Longest `signature` parameter accepted, in base64 characters. */
   maxSignatureLength: number
+  /** Most field lines of one covered header name (repeated fields are joined, draft-12 §2.3). */
+  maxFieldLines: number
 }
 
 export const DEFAULT_LIMITS: Readonly<ParseLimits> = Object.freeze({
   maxHeaderLength: 8192,
-  maxCoveredHeaders: 32,
+  maxCoveredHeaders: 16,
   maxKeyIdLength: 1024,
   // RSA-8192 gives 1024 bytes, 1368 base64 characters.
-  maxSignatureLength: 1400
+  maxSignatureLength: 1400,
+  // Node lets 2000 field lines through; joining them all costs 20 times a normal request.
+  maxFieldLines: 16
 })
 
 // RFC 7230 §3.2.6: tchar = "!" / "#" / "$" / "%" / "&" / "'" / "*" / "+" / "-" / "." / "^" / "_" / "`" / "|" / "~" / DIGIT / ALPHA
@@ -41,7 +45,6 @@ const HTAB = 0x09
 const COMMA = 0x2c
 const EQUALS = 0x3d
 const DQUOTE = 0x22
-const BACKSLASH = 0x5c
 
 function isTchar (code: number): boolean {
   return code < 128 && TCHAR[code] === 1
@@ -60,27 +63,40 @@ function malformed (reason: string): never {
 // qdtext = HTAB / SP / %x21 / %x23-5B / %x5D-7E / obs-text (the quote itself ends the slice checked).
 const QDTEXT = /^[\t\x20-\x7e\x80-\xff]*$/
 
-/** The slow path of a quoted-string, with quoted-pairs: returns the unescaped value and the index after the closing quote. */
-function quotedWithEscapes (input: string, start: number, name: string): [string, number] {
+/** Quoted-pairs accepted in one header: real senders use none; each costs a slow step. */
+const MAX_QUOTED_PAIRS = 64
+
+/**
+ * The slow path of a quoted-string, with quoted-pairs: returns the unescaped value and the
+ * index after the closing quote. It jumps from backslash to backslash and checks the text
+ * between with QDTEXT, so its cost grows with the quoted-pairs (bounded by the budget), not
+ * with the length of the value.
+ */
+function quotedWithEscapes (input: string, start: number, name: string, budget: { pairs: number }): [string, number] {
   let i = start
-  let chunkStart = i
   let value = ''
+  let quote = input.indexOf('"', i)
   for (;;) {
-    if (i >= input.length) malformed(`unterminated quoted value for "${name}"`)
-    const c = input.charCodeAt(i)
-    if (c === DQUOTE) break
-    if (c === BACKSLASH) {
-      // quoted-pair = "\" ( HTAB / SP / VCHAR / obs-text )
-      if (!isQdtextOrQuote(input.charCodeAt(i + 1))) malformed(`bad escape in "${name}"`)
-      value += input.slice(chunkStart, i)
-      chunkStart = i + 1
-      i += 2
-      continue
+    const backslash = input.indexOf('\\', i)
+    if (quote !== -1 && (backslash === -1 || quote < backslash)) {
+      const chunk = input.slice(i, quote)
+      if (!QDTEXT.test(chunk)) malformed(`control or non-latin1 character in "${name}"`)
+      return [value + chunk, quote + 1]
     }
-    if (!isQdtextOrQuote(c)) malformed(`control or non-latin1 character in "${name}"`)
-    i++
+    if (backslash === -1) {
+      if (!QDTEXT.test(input.slice(i))) malformed(`control or non-latin1 character in "${name}"`)
+      malformed(`unterminated quoted value for "${name}"`)
+    }
+    const chunk = input.slice(i, backslash)
+    if (!QDTEXT.test(chunk)) malformed(`control or non-latin1 character in "${name}"`)
+    // quoted-pair = "\" ( HTAB / SP / VCHAR / obs-text )
+    if (!isQdtextOrQuote(input.charCodeAt(backslash + 1))) malformed(`bad escape in "${name}"`)
+    if (--budget.pairs < 0) malformed(`more than ${MAX_QUOTED_PAIRS} quoted-pairs`)
+    value += chunk + input[backslash + 1]
+    i = backslash + 2
+    // An escaped quote is not the closing one: look further.
+    if (quote !== -1 && quote < i) quote = input.indexOf('"', i)
   }
-  return [value + input.slice(chunkStart, i), i + 1]
 }
 
 function isQdtextOrQuote (c: number): boolean {
@@ -94,6 +110,7 @@ function isQdtextOrQuote (c: number): boolean {
  */
 export function parseAuthParams (input: string): Map<string, string> {
   const params = new Map<string, string>()
+  const budget = { pairs: MAX_QUOTED_PAIRS }
   const length = input.length
   let i = skipOws(input, 0)
   while (i < length) {
@@ -123,7 +140,7 @@ export function parseAuthParams (input: string): Map<string, string> {
         i = close + 1
       } else {
         // Escapes, or no closing quote (reported there).
-        [value, i] = quotedWithEscapes(input, i, name)
+        [value, i] = quotedWithEscapes(input, i, name, budget)
       }
     } else {
       const valueStart = i

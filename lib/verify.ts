@@ -132,7 +132,8 @@ export function prepareVerification (request: SignedRequest, policy: VerifyPolic
     coveredHeaders: params.headers,
     algorithm: params.algorithm,
     created: params.created,
-    expires: params.expires
+    expires: params.expires,
+    maxFieldLines: policy.limits.maxFieldLines
   })
 
   const created = params.created === undefined ? null : Number(params.created)
