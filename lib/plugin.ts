@@ -105,7 +105,7 @@ function isThenable (value: unknown): value is PromiseLike<unknown> {
   return typeof value === 'object' && value !== null && typeof (value as PromiseLike<unknown>).then === 'function'
 }
 
-/** Resolves the `replay` option once: whether routes use it by default, and a store made on first need. */
+/** Resolves the `replay` option once: whether routes use it by default, and the store (a memory one, empty and cheap, unless one is given; routes may turn replay on even when the plugin default is off). */
 function replaySetup (option: CavagePluginOptions['replay']): { enabled: boolean, store: () => ReplayStore, owned: () => MemoryReplayStore | undefined } {
   if (option !== undefined && typeof option !== 'boolean' && (typeof option !== 'object' || option === null)) {
     throw new InvalidOptionError('replay must be a boolean or { store } / { maxEntries }')
